@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Creates everything the project needs on a fresh Debian machine with Python 3.11+.
+# Safe to run again: each step is skipped when its result is already there.
+#   scripts/setup.sh          Python packages only (the demo and the sidecar)
+#   scripts/setup.sh --test   also the Debian packages and Python packages the tests need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "setup: $PYTHON is older than 3.11; set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+
+# Debian packages the tests drive for real: the Prometheus server with promtool, and Chromium.
+if (( want_test )); then
+  missing=()
+  command -v promtool >/dev/null || missing+=(prometheus)
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  if (( ${#missing[@]} )); then
+    if [[ $(id -u) -ne 0 ]]; then
+      echo "setup: the tests need the Debian packages ${missing[*]}; run as root or install them" >&2
+      exit 1
+    fi
+    echo "setup: installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d 101 keeps the packages' own services (a system Prometheus on :9090) from starting.
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+
+# The virtual environment, rebuilt only when pyproject.toml changes.
+extras=bench
+(( want_test )) && extras=test,bench
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras
+if [[ ! -f $stamp ]]; then
+  [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+  rm -f .venv/.installed-* && touch "$stamp"
+fi

@@ -1,0 +1,58 @@
+"""The one entry point: ``oracle-sidecar serve | demo | demo-oracle | load | dashboard | alert``.
+
+Each role lives in its own module with two functions, ``configure(parser)`` and ``run(args)``.
+They are imported only when their subcommand is chosen, so ``serve`` never loads the dashboard
+or the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sidecar import __version__
+
+# subcommand -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("sidecar.server", "run the sidecar: receive pushes, serve :9090"),
+    "demo": ("sidecar.demo.run", "run the whole system on this machine"),
+    "demo-oracle": ("sidecar.demo.oracle", "run the demo Oracle gRPC server"),
+    "load": ("sidecar.demo.load", "send gRPC traffic to an Oracle"),
+    "dashboard": ("sidecar.dashboard.app", "serve the dashboard on :9000"),
+    "alert": ("sidecar.alerter.run", "evaluate alert rules and notify Telegram"),
+}
+
+
+
+
+def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """Configure only the chosen subcommand, so a bad env var of another role is not an error."""
+    chosen = next((a for a in argv if not a.startswith("-")), None)
+    if chosen not in COMMANDS:
+        parser = argparse.ArgumentParser(prog="oracle-sidecar", description=__doc__.split("\n")[0])
+        parser.add_argument("--version", action="version", version=f"oracle-sidecar {__version__}")
+        sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+        for name, (_, help_text) in COMMANDS.items():
+            sub.add_parser(name, help=help_text)
+        return parser
+    parser = argparse.ArgumentParser(prog="oracle-sidecar")
+    parser.add_argument("--version", action="version", version=f"oracle-sidecar {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    module, help_text = COMMANDS[chosen]
+    command = sub.add_parser(chosen, help=help_text, description=help_text)
+    command.set_defaults(_module=module)
+    importlib.import_module(module).configure(command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen role; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser_for(argv).parse_args(argv)
+    code: int = importlib.import_module(args._module).run(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
