@@ -1,0 +1,1 @@
+"""Generated gRPC stubs for ``nps.oracle.OracleService`` (see ``sidecar.demo.regen``)."""
