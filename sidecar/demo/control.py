@@ -2,9 +2,9 @@
 
 ::
 
-    GET  /knobs            current faults, baseline and scenario
-    POST /knobs  {json}    patch them, e.g. {"health": "degraded"} or {"error_rate": {"GetReading": 0.2}}
-    POST /reset            back to the start-up settings
+    GET  /knobs           current faults, baseline and scenario
+    POST /knobs  {json}   patch them: {"health": "degraded"}, {"error_rate": {"GetReading": 0.2}}
+    POST /reset           back to the start-up settings
 
 It binds 127.0.0.1 only (``kubectl port-forward`` reaches it too): it changes what the service
 does, so it must not face the network. A stdlib ``http.server`` in a thread, because the demo
@@ -132,5 +132,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+    def log_message(self, format: str, *args: Any) -> None:
         log.debug("control %s", format % args)

@@ -17,6 +17,7 @@ Text forms, used by the flags, the env vars and the control endpoint alike:
 
 from __future__ import annotations
 
+import argparse
 import logging
 import random
 import re
@@ -38,6 +39,7 @@ __all__ = [
     "Faults",
     "KnobError",
     "Knobs",
+    "argument_type",
     "parse_delay",
     "parse_duration",
     "parse_error_code",
@@ -140,6 +142,17 @@ def parse_method_value(text: str, parse: Callable[[str], T]) -> tuple[str, T]:
     method = method.strip()
     _check_method(method)
     return method, parse(value)
+
+
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """``parse`` for argparse/options: its KnobError becomes argparse's, keeping the sentence."""
+    def wrapped(text: str) -> T:
+        try:
+            return parse(text)
+        except KnobError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    wrapped.__name__ = getattr(parse, "__name__", "value")
+    return wrapped
 
 
 def _check_method(method: str) -> None:

@@ -21,12 +21,11 @@ import signal
 import string
 import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +41,7 @@ from sidecar.demo.knobs import (
     Faults,
     KnobError,
     Knobs,
+    argument_type,
     parse_delay,
     parse_error_code,
     parse_method_value,
@@ -60,7 +60,6 @@ except ImportError:
 __all__ = ["DemoOracle", "OracleServicer", "Settings", "configure", "run"]
 
 log = logging.getLogger("nps.oracle")
-T = TypeVar("T")
 
 # What HealthCheck answers for each knob state (the real Oracle says "unhealthy", not "down").
 _HEALTH_ANSWER = {"healthy": "healthy", "degraded": "degraded", "down": "unhealthy"}
@@ -88,7 +87,7 @@ class Settings:
     interval: float = 1.0
 
 
-class OracleServicer(pb_grpc.OracleServiceServicer):
+class OracleServicer(pb_grpc.OracleServiceServicer):  # type: ignore[misc]
     """The eight RPCs: inject the configured faults, then answer deterministically."""
 
     def __init__(self, knobs: Knobs, stopping: threading.Event, seed: int | None = None) -> None:
@@ -313,7 +312,7 @@ class DemoOracle:
             self.control.start()
 
     def stop(self, drain: float = 0.0, grace: float = 5.0) -> None:
-        """Say NOT_SERVING, keep answering ``drain`` s, then stop; in-flight RPCs get ``grace`` s."""
+        """Say NOT_SERVING, answer ``drain`` s more, then stop; in-flight RPCs get ``grace`` s."""
         self._closing = True  # the reporter's next flush says "down"
         self._health.enter_graceful_shutdown()
         if drain > 0:
@@ -344,17 +343,6 @@ class DemoOracle:
 
 # -- command line ------------------------------------------------------------------------------
 
-def _cli(parse: Callable[[str], T]) -> Callable[[str], T]:
-    """Turn a knob parser's KnobError into argparse's error, keeping the sentence."""
-    def wrapped(text: str) -> T:
-        try:
-            return parse(text)
-        except KnobError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-    wrapped.__name__ = parse.__name__
-    return wrapped
-
-
 def non_negative_seconds(text: str) -> float:
     """A number of seconds, zero or more."""
     try:
@@ -378,13 +366,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--workers", env="ORACLE_WORKERS", type=options.positive_int, default=64,
                 help="gRPC handler threads (slow calls hold one each)")
     options.add(parser, "--error-rate", env="ORACLE_ERROR_RATE", repeat=True,
-                type=_cli(lambda t: parse_method_value(t, parse_rate)),
+                type=argument_type(lambda t: parse_method_value(t, parse_rate)),
                 help="[METHOD=]RATE: share of calls that fail, e.g. GetReading=0.2 or 5%%; "
                 "repeat for several methods")
-    options.add(parser, "--error-code", env="ORACLE_ERROR_CODE", type=_cli(parse_error_code),
-                default="INTERNAL", help="gRPC status code of injected errors")
+    options.add(parser, "--error-code", env="ORACLE_ERROR_CODE",
+                type=argument_type(parse_error_code), default="INTERNAL",
+                help="gRPC status code of injected errors")
     options.add(parser, "--latency", env="ORACLE_LATENCY", repeat=True,
-                type=_cli(lambda t: parse_method_value(t, parse_delay)),
+                type=argument_type(lambda t: parse_method_value(t, parse_delay)),
                 help="[METHOD=]DELAY added to calls: 200ms, 100ms..2s (uniform), 12s..15s@0.1 "
                 "(10%% of calls); repeat for several methods")
     options.add(parser, "--health", env="ORACLE_HEALTH", default="healthy",
@@ -392,7 +381,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 "(one named check fails) or down")
     options.add(parser, "--failing-check", env="ORACLE_FAILING_CHECK", default="ephemeris",
                 help="the named check that fails when health is degraded or down")
-    options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=_cli(parse_scenario),
+    options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=argument_type(parse_scenario),
                 default=(), help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",

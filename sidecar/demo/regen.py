@@ -35,7 +35,6 @@ def main() -> int:
         f"-I{PB_DIR}",
         f"-I{include}",
         f"--python_out={PB_DIR}",
-        f"--pyi_out={PB_DIR}",
         f"--grpc_python_out={PB_DIR}",
         str(PB_DIR / PROTO),
     ])
@@ -52,7 +51,7 @@ def main() -> int:
         f"# Generated from {PROTO} by `python -m sidecar.demo.regen` with {versions}.\n"
         f"# Needs at run time: {needs}. Committed on purpose; regenerate instead of editing.\n"
     )
-    for name in ("oracle_pb2.py", "oracle_pb2.pyi", "oracle_pb2_grpc.py"):
+    for name in ("oracle_pb2.py", "oracle_pb2_grpc.py"):
         path = PB_DIR / name
         text = path.read_text()
         if name == "oracle_pb2_grpc.py":

@@ -1,0 +1,362 @@
+"""``oracle-sidecar demo``: the whole system on one machine, as separate processes.
+
+Starts, in this order and each once the one before answers: the sidecar (``serve``) on a socket
+in a fresh temporary directory, the demo Oracle reporting to that socket, the dashboard when
+``sidecar.dashboard.app`` is importable, and a gentle load (``--rate`` calls per second spread
+over the eight methods). Then prints the URLs to open and curl commands to try.
+
+SIGINT (Ctrl-C) or SIGTERM stops the children in reverse order (SIGTERM, then SIGKILL after
+10 s), removes the socket and the temporary directory, and exits 0. A second Ctrl-C kills at
+once. When a child exits on its own, the demo says which, shows the end of its log, stops the
+rest and exits 1 (keeping the logs). Children run in their own session, so a Ctrl-C reaches
+the demo alone, and on Linux they get SIGTERM if the demo itself is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ctypes
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import IO
+
+from sidecar import options
+from sidecar.demo.knobs import argument_type, parse_scenario
+
+__all__ = ["configure", "run"]
+
+_STOP_TIMEOUT = 10.0
+_TAIL_LINES = 15
+
+
+@dataclass
+class _Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path | None
+    log_file: IO[bytes] | None
+
+    def running(self) -> bool:
+        return self.proc.poll() is None
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM; a second signal asks to kill instead of waiting."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal_name = ""
+        self.force = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.event.is_set():
+            self.force = True
+            _say("second signal: killing the children now")
+            return
+        self.signal_name = signal.Signals(signum).name
+        self.event.set()
+
+
+class _ChildDied(Exception):
+    def __init__(self, child: _Child) -> None:
+        super().__init__(child.name)
+        self.child = child
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _say(text: str) -> None:
+    print(f"demo: {text}", flush=True)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: deliver SIGTERM to this child when the demo dies, even by SIGKILL."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+class _Demo:
+    def __init__(self, args: argparse.Namespace, stop: _Stop) -> None:
+        self.args = args
+        self.stop = stop
+        self.children: list[_Child] = []
+        self.dir = Path(tempfile.mkdtemp(prefix="oracle-sidecar-demo-"))
+        self.socket = self.dir / "metrics.sock"
+        self.env = {**os.environ, "ORACLE_METRICS_SOCKET": str(self.socket),
+                    "PYTHONUNBUFFERED": "1"}
+
+    # -- children ------------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
+        log_path = None if self.args.verbose else self.dir / f"{name}.log"
+        log_file = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop
+        preexec = _die_with_parent if sys.platform == "linux" else None
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", *argv],
+            env=env or self.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT if log_file else None,
+            start_new_session=True,
+            preexec_fn=preexec,
+        )
+        child = _Child(name, proc, log_path, log_file)
+        self.children.append(child)
+        return child
+
+    def wait_until(self, child: _Child, ready: str, check: Callable[[], bool]) -> None:
+        """Poll ``check()`` until true; raise when the child dies, a signal comes, or time's up."""
+        deadline = time.monotonic() + self.args.startup_timeout
+        while True:
+            if self.stop.event.is_set():
+                raise _Interrupted
+            if not child.running():
+                raise _ChildDied(child)
+            if check():
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{child.name} did not get {ready} within "
+                                   f"{self.args.startup_timeout:g} s")
+            self.stop.event.wait(0.1)
+
+    def watch(self) -> _Child | None:
+        """Block until a signal (returns None) or until a child exits (returns it)."""
+        while not self.stop.event.wait(0.2):
+            for child in self.children:
+                if not child.running():
+                    return child
+        return None
+
+    def stop_all(self) -> None:
+        """SIGTERM each child, newest first; SIGKILL one that outlives the timeout."""
+        for child in reversed(self.children):
+            if child.running():
+                with contextlib.suppress(ProcessLookupError):
+                    child.proc.send_signal(signal.SIGTERM)
+                deadline = time.monotonic() + _STOP_TIMEOUT
+                while child.running() and time.monotonic() < deadline and not self.stop.force:
+                    time.sleep(0.05)
+                if child.running():
+                    reason = "on a second signal" if self.stop.force else \
+                        f"still running after {_STOP_TIMEOUT:g} s"
+                    _say(f"killing {child.name} (pid {child.proc.pid}): {reason}")
+                    child.proc.kill()
+                child.proc.wait()
+            if child.log_file is not None:
+                child.log_file.close()
+
+    def report_death(self, child: _Child) -> None:
+        _say(f"{child.name} (pid {child.proc.pid}) exited with code {child.proc.returncode}; "
+             "stopping the others")
+        if child.log_path is not None and child.log_file is not None:
+            child.log_file.flush()
+            lines = child.log_path.read_text(errors="replace").splitlines()[-_TAIL_LINES:]
+            if lines:
+                _say(f"last lines of {child.log_path}:")
+                for line in lines:
+                    print(f"    {line}", flush=True)
+
+    def cleanup(self, keep: bool) -> None:
+        self.socket.unlink(missing_ok=True)
+        if keep:
+            _say(f"logs kept in {self.dir}")
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    # -- the sequence --------------------------------------------------------------------------
+
+    def start_all(self) -> None:
+        a = self.args
+        sidecar = self.spawn("sidecar", [
+            "serve", "--socket", str(self.socket), "--port", str(a.http_port),
+            "--grpc-health-target", f"127.0.0.1:{a.oracle_port}", "--drain-seconds", "0",
+        ])
+        self.wait_until(sidecar, "its socket and /livez",
+                        lambda: self.socket.exists() and _http_ok(a.http_port, "/livez"))
+        _say(f"started sidecar (pid {sidecar.proc.pid}) on http://localhost:{a.http_port}")
+
+        oracle_argv = [
+            "demo-oracle", "--port", str(a.oracle_port), "--control-port", str(a.control_port),
+            "--socket", str(self.socket), "--phase-seconds", str(a.phase_seconds),
+            "--scenario", ",".join(a.scenario) or "off", "--drain-seconds", "0",
+            "--grace-seconds", "2",
+        ]
+        if not os.environ.get("ORACLE_LATENCY"):
+            oracle_argv += ["--latency", "2ms..40ms"]  # a plausible spread on the dashboard
+        oracle = self.spawn("oracle", oracle_argv)
+        self.wait_until(oracle, "its gRPC and control ports", lambda: _tcp_open(
+            a.oracle_port) and _http_ok(a.control_port, "/knobs"))
+        _say(f"started oracle (pid {oracle.proc.pid}): gRPC localhost:{a.oracle_port}, "
+             f"control http://localhost:{a.control_port}/knobs")
+
+        if a.no_dashboard:
+            _say("dashboard skipped (--no-dashboard)")
+        elif not _importable("sidecar.dashboard.app"):
+            _say("dashboard skipped: the module sidecar.dashboard.app is not installed")
+        else:
+            env = {**self.env, "DASHBOARD_PORT": str(a.dashboard_port)}
+            dashboard = self.spawn(
+                "dashboard", ["dashboard", "--target", f"http://127.0.0.1:{a.http_port}"], env)
+            self.wait_until(dashboard, "its port", lambda: _tcp_open(a.dashboard_port))
+            _say(f"started dashboard (pid {dashboard.proc.pid}) on "
+                 f"http://localhost:{a.dashboard_port}")
+
+        if a.rate > 0:
+            load = self.spawn("load", [
+                "load", "--target", f"127.0.0.1:{a.oracle_port}", "--rate", f"{a.rate:g}",
+                "--concurrency", "64",
+            ])
+            _say(f"started load (pid {load.proc.pid}): {a.rate:g} RPC/s over the 8 methods")
+        else:
+            _say("load skipped (--rate 0)")
+
+    def banner(self) -> None:
+        a = self.args
+        dashboard = any(c.name == "dashboard" for c in self.children)
+        knobs = f"localhost:{a.control_port}/knobs"
+        lines = [
+            "",
+            "Open:",
+            *([f"  dashboard  http://localhost:{a.dashboard_port}/"] if dashboard else []),
+            f"  metrics    http://localhost:{a.http_port}/metrics",
+            f"  snapshot   http://localhost:{a.http_port}/api/v1/snapshot",
+            "Try:",
+            f"  curl -s localhost:{a.http_port}/ready",
+            f"  curl -s localhost:{a.http_port}/health",
+            f"  curl -s localhost:{a.http_port}/metrics | grep grpc_server_handled_total",
+            f"  curl -s {knobs}",
+            f"  curl -s -X POST {knobs} -d '{{\"health\": \"degraded\"}}'   # /ready turns 503",
+            f"  curl -s -X POST {knobs} -d '{{\"error_rate\": {{\"GetReading\": 0.3}}}}'",
+            f"  curl -s -X POST {knobs} -d '{{\"latency\": {{\"*\": \"12s..15s@0.1\"}}}}'"
+            "   # P95 above 10 s",
+            f"  curl -s -X POST {knobs} -d '{{\"scenario\": \"cycle\", \"phase_seconds\": 60}}'",
+            f"  curl -s -X POST localhost:{a.control_port}/reset",
+            f"  oracle-sidecar load --target localhost:{a.oracle_port} --requests 2000",
+            f"Logs: {self.dir}/*.log" if not a.verbose else "Logs: above",
+            "Press Ctrl-C to stop.",
+            "",
+        ]
+        print("\n".join(lines), flush=True)
+
+
+def _http_ok(port: int, path: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as reply:
+            return bool(reply.status == 200)
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def _tcp_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
+def non_negative_rate(text: str) -> float:
+    """Calls per second, zero (no load) or more."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of calls per second") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError(f"{text!r} must be zero or more calls per second")
+    return value
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Declare the demo's flags; ports share their env vars with the roles they configure."""
+    options.add(parser, "--oracle-port", env="ORACLE_PORT", type=options.port, default=50052,
+                help="the demo Oracle's gRPC port (0: any free port)")
+    options.add(parser, "--control-port", env="ORACLE_CONTROL_PORT", type=options.port,
+                default=50053, help="the demo Oracle's control endpoint (0: any free port)")
+    options.add(parser, "--http-port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
+                help="the sidecar's HTTP port (0: any free port)")
+    options.add(parser, "--dashboard-port", env="DASHBOARD_PORT", type=options.port,
+                default=9000, help="the dashboard's port (0: any free port)")
+    options.add(parser, "--rate", env="DEMO_RATE", type=non_negative_rate, default=16.0,
+                help="calls per second of the gentle load, over all 8 methods (0: no load)")
+    options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=argument_type(parse_scenario),
+                default=(), help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
+                "or a comma list of those phases")
+    options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
+                type=options.positive_float, default=120.0, help="length of a scenario phase")
+    options.add(parser, "--startup-timeout", env="DEMO_STARTUP_TIMEOUT",
+                type=options.positive_float, default=30.0,
+                help="seconds each process gets to start answering")
+    options.flag(parser, "--no-dashboard", env="DEMO_NO_DASHBOARD",
+                 help="do not start the dashboard")
+    options.flag(parser, "--verbose", env="DEMO_VERBOSE",
+                 help="show every process's logs here instead of in files")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT/SIGTERM (exit 0) or until a child fails (exit 1)."""
+    for name in ("oracle_port", "control_port", "http_port", "dashboard_port"):
+        if getattr(args, name) == 0:
+            setattr(args, name, _free_port())
+    stop = _Stop()
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    demo = _Demo(args, stop)
+    _say(f"socket {demo.socket}")
+    failed = True
+    try:
+        demo.start_all()
+        demo.banner()
+        died = demo.watch()
+        if died is not None:
+            demo.report_death(died)
+        else:
+            failed = False
+    except _Interrupted:
+        failed = False
+    except _ChildDied as err:
+        demo.report_death(err.child)
+    except (TimeoutError, OSError) as err:
+        _say(f"cannot start: {err}; stopping the others")
+    finally:
+        if stop.event.is_set():
+            _say(f"received {stop.signal_name}, stopping")
+        demo.stop_all()
+        demo.cleanup(keep=failed)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if failed:
+        return 1
+    _say("stopped cleanly")
+    return 0
