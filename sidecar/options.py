@@ -27,7 +27,7 @@ def add(
     choices: list[str] | None = None,
 ) -> None:
     """Declare ``flag`` with env twin ``env``; the env value, when set, replaces ``default``."""
-    parse = _with_choices(type, choices) if choices else type
+    parse = _explained(_with_choices(type, choices) if choices else type)
     if env is not None:
         raw = os.environ.get(env)
         if raw is not None and raw.strip() != "":
@@ -70,6 +70,18 @@ def flag(parser: argparse.ArgumentParser, name: str, *, env: str | None, help: s
             parser.exit(2, f"{parser.prog}: error: environment variable {env}: {err}\n")
     shown = f" [env {env}]" if env else ""
     parser.add_argument(name, action="store_true", default=default, help=help + shown)
+
+
+def _explained(type: Parser) -> Parser:
+    """argparse shows the text of ArgumentTypeError only; make every ValueError one."""
+    def parse(text: str) -> Any:
+        try:
+            return type(text)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = getattr(type, "__name__", "value")
+    return parse
 
 
 def _with_choices(type: Parser, choices: list[str]) -> Parser:

@@ -1,0 +1,271 @@
+"""What the sidecar says about the store: Prometheus metrics and the JSON documents.
+
+Two prometheus-client collectors read the store directly at scrape time. The RPC families
+change only when a push arrives, so their rendering is cached by the store's version and served
+as the same bytes to every scrape in between; the few figures that age with the clock (push age,
+freshness, readiness) are rendered on every scrape.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, ProcessCollector
+from prometheus_client import exposition as text_format
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+
+from sidecar import __version__, protocol
+from sidecar.stats import Totals, summarise
+from sidecar.store import Key, Store
+
+__all__ = ["WINDOWS", "Exposition"]
+
+WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
+STATES = ("healthy", "degraded", "down", "unknown")
+
+
+class _RpcCollector:
+    """The standard gRPC families plus the counters that change only with a push."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        totals = store.totals()
+        labels = ["grpc_type", "grpc_service", "grpc_method"]
+        started = CounterMetricFamily("grpc_server_started_total",
+                                      "RPCs started on the server.", labels=labels)
+        handled = CounterMetricFamily("grpc_server_handled_total",
+                                      "RPCs completed on the server, by status code.",
+                                      labels=[*labels, "grpc_code"])
+        seconds = HistogramMetricFamily("grpc_server_handling_seconds",
+                                        "Time the server took to handle RPCs.", labels=labels)
+        exceptions = CounterMetricFamily("oracle_sidecar_rpc_exceptions_total",
+                                         "Uncaught exceptions in RPC handlers, by type.",
+                                         labels=["grpc_service", "grpc_method", "exception"])
+        bounds = [floatToGoString(b) for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
+        for (service, method, rpc_type), t in sorted(totals.items()):
+            values = [rpc_type, service, method]
+            started.add_metric(values, t.started)
+            for code in protocol.CODES:
+                handled.add_metric([*values, code], t.codes.get(code, 0))
+            cumulative, buckets = 0, []
+            hist = t.hist or (0,) * (len(bounds) + 1)
+            for bound, n in zip([*bounds, "+Inf"], hist, strict=True):
+                cumulative += n
+                buckets.append((bound, cumulative))
+            seconds.add_metric(values, buckets, t.sum)
+            for name, n in sorted(t.exceptions.items()):
+                exceptions.add_metric([service, method, name], n)
+        yield started
+        yield handled
+        yield seconds
+        yield exceptions
+
+        yield CounterMetricFamily("oracle_sidecar_messages_received_total",
+                                  "Datagrams received from reporters.", value=store.received)
+        rejected = CounterMetricFamily("oracle_sidecar_messages_rejected_total",
+                                       "Datagrams rejected, by reason.", labels=["reason"])
+        for reason, n in store.rejected.items():
+            rejected.add_metric([reason], n)
+        yield rejected
+        dropped, errors, overflow = store.reporter_counts()
+        yield CounterMetricFamily("oracle_sidecar_reporter_dropped_total",
+                                  "Snapshots the reporters could not deliver.", value=dropped)
+        yield CounterMetricFamily("oracle_sidecar_reporter_send_errors_total",
+                                  "Reporter sends that failed for a reason other than a full "
+                                  "queue (no sidecar, bad path).", value=errors)
+        yield CounterMetricFamily("oracle_sidecar_reporter_overflow_total",
+                                  "RPCs the reporters did not count per method because of "
+                                  "their series limit.", value=overflow)
+        yield CounterMetricFamily("oracle_sidecar_series_overflow_total",
+                                  "RPC series refused by this sidecar's series limit.",
+                                  value=len(store.overflow_keys))
+
+
+class _StateCollector:
+    """The figures that change with the clock, rendered on every scrape."""
+
+    def __init__(self, store: Store, ready: Any) -> None:
+        self.store = store
+        self.ready = ready
+
+    def collect(self) -> Iterator[Metric]:
+        store = self.store
+        status, _ = store.status()
+        health = GaugeMetricFamily("oracle_sidecar_health_status",
+                                   "1 for the Oracle's current health state, 0 for the others.",
+                                   labels=["status"])
+        for state in STATES:
+            health.add_metric([state], 1.0 if state == status else 0.0)
+        yield health
+        yield GaugeMetricFamily("oracle_sidecar_ready",
+                                "1 when /ready answers 200.", value=1.0 if self.ready() else 0.0)
+        age = store.last_push_age()
+        yield GaugeMetricFamily("oracle_sidecar_last_push_age_seconds",
+                                "Seconds since the last push from any live reporting process "
+                                "(NaN when there is none).",
+                                value=math.nan if age is None else age)
+        sources = GaugeMetricFamily("oracle_sidecar_sources",
+                                    "Reporting processes, by freshness.", labels=["state"])
+        fresh = sum(1 for s in store.sources.values() if store.is_fresh(s))
+        sources.add_metric(["fresh"], fresh)
+        sources.add_metric(["stale"], len(store.sources) - fresh)
+        yield sources
+        yield InfoMetricFamily("oracle_sidecar_build", "The sidecar's version.",
+                               value={"version": __version__,
+                                      "python": platform.python_version()})
+
+
+class Exposition:
+    """Renders /metrics and the JSON documents for one store."""
+
+    def __init__(self, store: Store, ready: Any = lambda: False) -> None:
+        self.store = store
+        self._rpc = CollectorRegistry(auto_describe=False)
+        self._rpc.register(_RpcCollector(store))  # type: ignore[arg-type]
+        self._state = CollectorRegistry(auto_describe=False)
+        self._state.register(_StateCollector(store, ready))  # type: ignore[arg-type]
+        ProcessCollector(registry=self._state)
+        self._cache: dict[str, tuple[int, bytes]] = {}
+
+    def metrics(self, accept: str | None) -> tuple[bytes, str]:
+        """(body, content type) for a scrape with this Accept header."""
+        render, content_type = text_format.choose_encoder(accept or "")
+        om = content_type.startswith("application/openmetrics-text")
+        cached = self._cache.get(content_type)
+        if cached is None or cached[0] != self.store.version:
+            body = render(self._rpc)
+            if om:
+                body = body.removesuffix(b"# EOF\n")
+            cached = self._cache[content_type] = (self.store.version, body)
+        return cached[1] + render(self._state), content_type
+
+    # -- JSON ---------------------------------------------------------------------------------
+
+    def health(self, ready: bool, reason: str) -> dict[str, Any]:
+        """The /health document."""
+        store = self.store
+        status, why = store.status()
+        now = store.clock()
+        sources = sorted(store.sources.values(), key=lambda s: s.started)
+        newest = sources[-1] if sources else None
+        checks: dict[str, str] = {}
+        for s in sources:
+            checks.update(s.checks)
+        age = store.last_push_age()
+        return {
+            "status": status,
+            "reason": why,
+            "ready": ready,
+            "ready_reason": reason,
+            "version": __version__,
+            "uptime_seconds": round(now - store.started, 3),
+            "service": newest.service if newest else None,
+            "service_version": newest.version if newest else None,
+            "service_uptime_seconds": round(time.time() - newest.started, 3) if newest else None,
+            "checks": checks,
+            "last_push_age_seconds": None if age is None else round(age, 3),
+            "sources": [
+                {
+                    "id": s.id, "pid": s.pid, "service": s.service, "version": s.version,
+                    "started": s.started, "seq": s.seq, "status": s.health,
+                    "checks": s.checks, "fresh": store.is_fresh(s),
+                    "last_push_age_seconds": round(now - s.last_push, 3),
+                    "dropped": s.dropped, "send_errors": s.send_errors,
+                }
+                for s in sources
+            ],
+        }
+
+    def snapshot(self, health: dict[str, Any]) -> dict[str, Any]:
+        """The /api/v1/snapshot document: per-RPC figures for every window, and health."""
+        store = self.store
+        bounds = store.buckets or protocol.DEFAULT_BUCKETS
+        totals = store.totals()
+        windows: dict[str, Any] = {}
+        for name, seconds in WINDOWS.items():
+            covered, before, now = store.window(seconds)
+            windows[name] = self._window(covered, bounds, totals, now, before, seconds)
+        uptime = store.clock() - store.started
+        windows["all"] = self._window(uptime, bounds, totals, totals, {}, None)
+        errors_by_rpc = {
+            f"{k[0]}/{k[1]}": {c: n for c, n in sorted(t.codes.items()) if c != "OK"}
+            for k, t in sorted(totals.items()) if t.handled - t.codes.get("OK", 0)
+        }
+        by_type: dict[str, int] = {}
+        for t in totals.values():
+            for name, n in t.exceptions.items():
+                by_type[name] = by_type.get(name, 0) + n
+        return {
+            "version": __version__,
+            "time": time.time(),
+            "uptime_seconds": round(uptime, 3),
+            "buckets": list(bounds),
+            "health": health,
+            "windows": windows,
+            "errors": {"by_rpc": errors_by_rpc, "by_type": dict(sorted(by_type.items()))},
+        }
+
+    @staticmethod
+    def _window(covered: float, bounds: tuple[float, ...], totals: dict[Key, Totals],
+                now: dict[Key, Totals], before: dict[Key, Totals], seconds: float | None
+                ) -> dict[str, Any]:
+        rpcs = []
+        summed = Totals()
+        for key in sorted(now):
+            d = now[key] - before[key] if key in before else now[key]
+            summed = summed + d
+            row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
+            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row})
+        largest = max((t.max for t in totals.values()), default=0.0)
+        return {
+            "seconds": seconds,
+            "covered_seconds": round(covered, 3),
+            "totals": summarise(summed, bounds, covered, largest),
+            "rpcs": rpcs,
+        }
+
+    def history(self, rpc: str | None = None) -> dict[str, Any]:
+        """The /api/v1/history document: one point per ring interval over the last hour.
+
+        Each point holds the figures of the interval that ends at its time, summed over RPCs,
+        or for one RPC when ``rpc`` is ``Service/Method``.
+        """
+        store = self.store
+        bounds = store.buckets or protocol.DEFAULT_BUCKETS
+        ring = list(store.ring)
+        ring.append((store.clock(), time.time(), store.observed()))
+
+        def pick(points: dict[Key, Totals]) -> Totals:
+            out = Totals()
+            for key, t in points.items():
+                if rpc is None or f"{key[0]}/{key[1]}" == rpc:
+                    out = out + t
+            return out
+
+        points = []
+        previous = pick(ring[0][2])
+        for (t0, _, _), (t1, wall, values) in zip(ring, ring[1:], strict=False):
+            current = pick(values)
+            d = current - previous if previous.hist or previous.codes else current
+            previous = current
+            s = summarise(d, bounds, t1 - t0, 0.0)
+            points.append({
+                "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
+                "errors": s["errors"], "rate_per_second": s["rate_per_second"],
+                "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
+            })
+        return {"rpc": rpc, "points": points}

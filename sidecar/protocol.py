@@ -1,0 +1,352 @@
+"""The push protocol between the reporter and the sidecar: the only place that knows the wire.
+
+One UTF-8 JSON object per Unix datagram (``AF_UNIX``/``SOCK_DGRAM``), at most 64 KiB. Each
+message is a *cumulative* snapshot of one reporting process since it started, so a lost message
+costs nothing: the next one carries the same totals and more. docs/protocol.md is the spec.
+
+Standard library only: the reporter imports this inside the gRPC process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CODES",
+    "DEFAULT_BUCKETS",
+    "HEALTH_STATES",
+    "MAX_DATAGRAM",
+    "REJECT_REASONS",
+    "RPC_TYPES",
+    "VERSION",
+    "Message",
+    "ProtocolError",
+    "Row",
+    "decode",
+    "encode",
+]
+
+VERSION = 1
+MAX_DATAGRAM = 64 * 1024
+MAX_ROWS = 512  # rows in one datagram; the encoder never puts more, so more is misbehaviour
+MAX_NAME = 256  # characters in a service, method, exception or check name
+MAX_TEXT = 1024  # characters in a health check's text
+MAX_KEYS = 64  # distinct exception types or health checks in one row / message
+MAX_PARTS = 64
+
+# Upper bounds in seconds; +Inf is implied. They reach past 10 s for the P95 > 10 s alert.
+DEFAULT_BUCKETS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
+)
+CODES: tuple[str, ...] = (
+    "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+    "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+    "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+    "UNAUTHENTICATED",
+)
+RPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
+HEALTH_STATES = ("healthy", "degraded", "down")
+
+# Every reason a datagram can be rejected for; the sidecar exports each one, at zero from start.
+REJECT_REASONS = (
+    "bad_json",  # not UTF-8 JSON, or not an object
+    "bad_version",  # "v" missing or not 1
+    "missing_field",  # a required field is absent
+    "bad_field",  # a field has the wrong type, range or form
+    "oversized",  # larger than MAX_DATAGRAM
+    "too_many_series",  # more rows or keys than the limits allow
+    "counter_decreased",  # a cumulative counter went down within one source
+    "not_newer",  # sequence number not newer than the one already applied
+    "bucket_mismatch",  # bucket bounds differ from the ones this sidecar already exports
+)
+
+
+class ProtocolError(ValueError):
+    """A rejected message: ``reason`` is one of REJECT_REASONS, ``detail`` says what exactly."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """Cumulative totals of one RPC method in one process."""
+
+    service: str
+    method: str
+    type: str
+    started: int
+    codes: dict[str, int]
+    hist: tuple[int, ...]  # per bucket, not cumulative; the last one is +Inf
+    sum: float
+    max: float
+    exceptions: dict[str, int] = field(default_factory=dict)
+    last_error: tuple[str, float] | None = None  # (code, unix time)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.service, self.method, self.type)
+
+    @property
+    def handled(self) -> int:
+        return sum(self.codes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One decoded datagram (or one part of a split snapshot)."""
+
+    source: str
+    pid: int
+    started: float
+    service: str
+    version: str
+    seq: int
+    time: float
+    part: int
+    parts: int
+    buckets: tuple[float, ...]
+    rows: tuple[Row, ...]
+    health: str
+    checks: dict[str, str]
+    dropped: int
+    send_errors: int
+    overflow: int
+    final: bool
+
+
+# ---------------------------------------------------------------------------------------------
+# Encoding (reporter side)
+
+def encode(
+    *,
+    source: dict[str, Any],
+    seq: int,
+    time: float,
+    buckets: tuple[float, ...],
+    rows: list[dict[str, Any]],
+    health: str,
+    checks: dict[str, str],
+    reporter: dict[str, int],
+    final: bool = False,
+    limit: int = MAX_DATAGRAM,
+) -> list[bytes]:
+    """Serialise one snapshot into as many datagrams as it takes to keep each under ``limit``.
+
+    ``rows`` are dicts with the keys of :class:`Row` (``hist`` a list). Every part carries the
+    source, sequence number, health and bucket bounds; the rows are spread across the parts.
+    """
+    head: dict[str, Any] = {
+        "v": VERSION,
+        "source": source,
+        "seq": seq,
+        "time": round(time, 6),
+        "buckets": list(buckets),
+        "health": {"status": health, "checks": checks},
+        "reporter": reporter,
+    }
+    if final:
+        head["final"] = True
+
+    def dump(part: int, parts: int, chunk: list[dict[str, Any]]) -> bytes:
+        body = dict(head, part=[part, parts], rpcs=chunk)
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+    whole = dump(0, 1, rows)
+    if (len(whole) <= limit and len(rows) <= MAX_ROWS) or len(rows) <= 1:
+        return [whole]
+    # Greedy split by encoded row size; the header is the same in every part.
+    overhead = len(dump(0, MAX_PARTS, [])) + 8
+    chunks: list[list[dict[str, Any]]] = [[]]
+    size = overhead
+    for row in rows:
+        row_size = len(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()) + 1
+        if chunks[-1] and (size + row_size > limit or len(chunks[-1]) >= MAX_ROWS):
+            chunks.append([])
+            size = overhead
+        chunks[-1].append(row)
+        size += row_size
+    return [dump(i, len(chunks), chunk) for i, chunk in enumerate(chunks)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding and validation (sidecar side)
+
+def decode(data: bytes) -> Message:
+    """Parse and validate one datagram; raises :class:`ProtocolError` with a precise reason."""
+    if len(data) > MAX_DATAGRAM:
+        raise ProtocolError("oversized", f"{len(data)} bytes, the limit is {MAX_DATAGRAM}")
+    try:
+        obj = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ProtocolError("bad_json", f"not UTF-8 JSON: {err}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_json", f"a message is a JSON object, not {_kind(obj)}")
+    if "v" not in obj:
+        raise ProtocolError("bad_version", 'no "v" field; this sidecar speaks version 1')
+    if obj["v"] != VERSION or isinstance(obj["v"], bool):
+        raise ProtocolError("bad_version", f"version {obj['v']!r}; this sidecar speaks 1")
+
+    src = _get(obj, "source", dict, "")
+    source = _name(_get(src, "id", str, "source."), "source.id")
+    pid = _count(_get(src, "pid", int, "source."), "source.pid")
+    started = _number(_get(src, "started", (int, float), "source."), "source.started")
+    service = _name(src.get("service", ""), "source.service", empty=True)
+    version = _name(src.get("version", ""), "source.version", empty=True)
+
+    seq = _count(_get(obj, "seq", int, ""), "seq")
+    time = _number(_get(obj, "time", (int, float), ""), "time")
+    part, parts = _part(obj.get("part", [0, 1]))
+    buckets = _buckets(_get(obj, "buckets", list, ""))
+
+    health_obj = _get(obj, "health", dict, "")
+    health = _get(health_obj, "status", str, "health.")
+    if health not in HEALTH_STATES:
+        raise ProtocolError("bad_field", f"health.status {health!r} is not one of "
+                                         f"{', '.join(HEALTH_STATES)}")
+    checks = _text_map(health_obj.get("checks", {}), "health.checks")
+
+    rep = obj.get("reporter", {})
+    if not isinstance(rep, dict):
+        raise ProtocolError("bad_field", f"reporter must be an object, not {_kind(rep)}")
+    dropped = _count(rep.get("dropped", 0), "reporter.dropped")
+    send_errors = _count(rep.get("send_errors", 0), "reporter.send_errors")
+    overflow = _count(rep.get("overflow", 0), "reporter.overflow")
+
+    raw_rows = _get(obj, "rpcs", list, "")
+    if len(raw_rows) > MAX_ROWS:
+        raise ProtocolError("too_many_series", f"{len(raw_rows)} rpcs in one message, "
+                                               f"the limit is {MAX_ROWS}")
+    rows = tuple(_row(r, i, len(buckets) + 1) for i, r in enumerate(raw_rows))
+    final = obj.get("final", False)
+    if not isinstance(final, bool):
+        raise ProtocolError("bad_field", f"final must be true or false, not {_kind(final)}")
+    return Message(source, pid, float(started), service, version, seq, float(time), part, parts,
+                   buckets, rows, health, checks, dropped, send_errors, overflow, final)
+
+
+def _row(obj: Any, index: int, n_buckets: int) -> Row:
+    where = f"rpcs[{index}]."
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_field", f"rpcs[{index}] must be an object, not {_kind(obj)}")
+    service = _name(_get(obj, "service", str, where), where + "service")
+    method = _name(_get(obj, "method", str, where), where + "method")
+    rpc_type = obj.get("type", "unary")
+    if rpc_type not in RPC_TYPES:
+        raise ProtocolError("bad_field", f"{where}type {rpc_type!r} is not one of "
+                                         f"{', '.join(RPC_TYPES)}")
+    started = _count(_get(obj, "started", int, where), where + "started")
+    codes = _count_map(_get(obj, "codes", dict, where), where + "codes", names=CODES)
+    hist_raw = _get(obj, "hist", list, where)
+    if len(hist_raw) != n_buckets:
+        raise ProtocolError("bad_field", f"{where}hist has {len(hist_raw)} counts; the bucket "
+                                         f"bounds need {n_buckets} (one more for +Inf)")
+    hist = tuple(_count(c, f"{where}hist[{i}]") for i, c in enumerate(hist_raw))
+    total = _number(_get(obj, "sum", (int, float), where), where + "sum")
+    largest = _number(obj.get("max", 0.0), where + "max")
+    exceptions = _count_map(obj.get("exceptions", {}), where + "exceptions")
+    last = obj.get("last_error")
+    last_error = None
+    if last is not None:
+        if (not isinstance(last, list) or len(last) != 2 or last[0] not in CODES
+                or not isinstance(last[1], (int, float)) or isinstance(last[1], bool)):
+            raise ProtocolError("bad_field", f"{where}last_error must be [CODE, unix time]")
+        last_error = (str(last[0]), float(last[1]))
+    return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
+               exceptions, last_error)
+
+
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+            type(None): "null"}.get(type(value), "a number")
+
+
+def _get(obj: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in obj:
+        raise ProtocolError("missing_field", f"{where}{key} is required")
+    value = obj[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        names = {dict: "an object", list: "an array", str: "a string", int: "an integer"}
+        want = "a number" if isinstance(kind, tuple) else names.get(kind, kind.__name__)
+        raise ProtocolError("bad_field", f"{where}{key} must be {want}, not {_kind(value)}")
+    return value
+
+
+def _count(value: Any, where: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{where} must be an integer, not {_kind(value)}")
+    if value < 0:
+        raise ProtocolError("bad_field", f"{where} is {value}; counters are never negative")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{where} must be a number, not {_kind(value)}")
+    if not math.isfinite(value) or value < 0:
+        raise ProtocolError("bad_field", f"{where} is {value}; it must be finite and >= 0")
+    return float(value)
+
+
+def _name(value: Any, where: str, empty: bool = False) -> str:
+    if not isinstance(value, str):
+        raise ProtocolError("bad_field", f"{where} must be a string, not {_kind(value)}")
+    if (not value and not empty) or len(value) > MAX_NAME:
+        raise ProtocolError("bad_field", f"{where} must have 1 to {MAX_NAME} characters")
+    if not value.isprintable():
+        raise ProtocolError("bad_field", f"{where} {value[:40]!r} has control characters")
+    return value
+
+
+def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_field", f"{where} must be an object, not {_kind(obj)}")
+    if len(obj) > MAX_KEYS:
+        raise ProtocolError("too_many_series", f"{where} has {len(obj)} keys, "
+                                               f"the limit is {MAX_KEYS}")
+    out = {}
+    for key, value in obj.items():
+        if names is not None and key not in names:
+            raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name")
+        out[_name(key, f"{where} key")] = _count(value, f"{where}.{key[:40]}")
+    return out
+
+
+def _text_map(obj: Any, where: str) -> dict[str, str]:
+    if not isinstance(obj, dict):
+        raise ProtocolError("bad_field", f"{where} must be an object, not {_kind(obj)}")
+    if len(obj) > MAX_KEYS:
+        raise ProtocolError("too_many_series", f"{where} has {len(obj)} keys, "
+                                               f"the limit is {MAX_KEYS}")
+    out = {}
+    for key, value in obj.items():
+        if not isinstance(value, str) or len(value) > MAX_TEXT:
+            raise ProtocolError("bad_field", f"{where}.{key[:40]} must be a string of at most "
+                                             f"{MAX_TEXT} characters")
+        out[_name(key, f"{where} key")] = value
+    return out
+
+
+def _part(value: Any) -> tuple[int, int]:
+    if (not isinstance(value, list) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            or not 0 <= value[0] < value[1] <= MAX_PARTS):
+        raise ProtocolError("bad_field", f"part must be [index, count] with 0 <= index < count "
+                                         f"<= {MAX_PARTS}")
+    return value[0], value[1]
+
+
+def _buckets(values: list[Any]) -> tuple[float, ...]:
+    if not 1 <= len(values) <= 64:
+        raise ProtocolError("bad_field", "buckets must list 1 to 64 upper bounds")
+    out = []
+    for i, v in enumerate(values):
+        out.append(_number(v, f"buckets[{i}]"))
+        if i and out[i] <= out[i - 1]:
+            raise ProtocolError("bad_field", "buckets must be strictly increasing")
+    return tuple(out)

@@ -1,0 +1,446 @@
+"""The reporter's recording and pushing machinery, standard library only.
+
+Recording an RPC touches only the calling thread's own table (a ``threading.local``), so it takes
+no lock and no update is ever lost: each counter has exactly one writer. A daemon thread sums the
+tables once per interval and sends the cumulative snapshot to the sidecar's Unix datagram socket
+without blocking; whatever goes wrong there is counted, never raised into the service.
+"""
+
+from __future__ import annotations
+
+import atexit
+import errno
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from typing import Any
+
+from sidecar import protocol
+
+__all__ = ["DEFAULT_SOCKET", "Reporter", "Series"]
+
+DEFAULT_SOCKET = "/var/run/oracle-sidecar/metrics.sock"
+log = logging.getLogger("sidecar.reporter")
+
+HealthCallback = Callable[[], tuple[str, dict[str, str]]]
+
+
+class Series:
+    """One RPC method's counters in one thread. Only that thread writes them."""
+
+    __slots__ = ("codes", "exceptions", "hist", "last_error", "max", "method", "ok",
+                 "service", "started", "sum", "type")
+
+    def __init__(self, service: str, method: str, rpc_type: str, n_buckets: int) -> None:
+        self.service = service
+        self.method = method
+        self.type = rpc_type
+        self.started = 0
+        self.ok = 0
+        self.codes: dict[str, int] = {}  # codes other than OK
+        self.hist = [0] * n_buckets
+        self.sum = 0.0
+        self.max = 0.0
+        self.exceptions: dict[str, int] = {}
+        self.last_error: tuple[str, float] | None = None
+
+
+def split_method(full: str, default_service: str) -> tuple[str, str]:
+    """``/pkg.Service/Method`` -> (``pkg.Service``, ``Method``); a bare name gets the default."""
+    service, _, method = full.lstrip("/").rpartition("/")
+    return (service or default_service or "unknown"), (method or "unknown")
+
+
+class Reporter:
+    """Counts RPCs in this process and pushes cumulative snapshots to the sidecar.
+
+    Use :func:`sidecar.reporter.start` to make the process-wide one; tests may build their own.
+    """
+
+    def __init__(
+        self,
+        service: str = "",
+        version: str = "",
+        methods: Iterable[str] = (),
+        socket_path: str | None = None,
+        interval: float = 1.0,
+        buckets: tuple[float, ...] = protocol.DEFAULT_BUCKETS,
+        max_series: int = 1000,
+        health_timeout: float = 0.5,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError(f"interval must be above zero seconds, not {interval}")
+        if list(buckets) != sorted(set(buckets)) or not buckets:
+            raise ValueError("buckets must be strictly increasing upper bounds")
+        self.service = service
+        self.version = version
+        self.socket_path = socket_path or os.environ.get("ORACLE_METRICS_SOCKET") or DEFAULT_SOCKET
+        self.interval = interval
+        self.buckets = tuple(float(b) for b in buckets)
+        self.max_series = max_series
+        self.health_timeout = health_timeout
+        self._health: tuple[str, dict[str, str]] = ("healthy", {})
+        self._health_callback: HealthCallback | None = None
+        self._health_pool: ThreadPoolExecutor | None = None
+        self._health_pending: Future[tuple[str, dict[str, str]]] | None = None
+        self._lock = threading.Lock()  # guards the table registry and the series count
+        self._methods = [m for m in methods]
+        self._reset_state()
+        self._closed = False
+        self._flusher: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._flush_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._receiver_ok: bool | None = None
+        os.register_at_fork(after_in_child=self._after_fork)
+
+    def _reset_state(self) -> None:
+        self.source_id = secrets.token_hex(8)
+        self.pid = os.getpid()
+        self.start_time = time.time()
+        self._seq = 0
+        self._local = threading.local()
+        self._tables: list[tuple[threading.Thread | None, dict[str, Series]]] = []
+        self._retired: dict[str, Series] = {}  # tables of threads that ended, summed
+        self._series_count = 0
+        self.overflow = 0
+        self.dropped = 0
+        self.send_errors = 0
+        self.sent = 0
+        for full in self._methods:
+            service, method = split_method(full, self.service)
+            key = f"/{service}/{method}"
+            if key not in self._retired:
+                self._retired[key] = Series(service, method, "unary", len(self.buckets) + 1)
+                self._series_count += 1
+
+    # -- the per-RPC path ---------------------------------------------------------------------
+
+    def series(self, full_method: str, rpc_type: str = "unary") -> Series | None:
+        """This thread's counters for ``full_method`` (``/pkg.Service/Method``), made on first use.
+
+        Returns None past ``max_series`` distinct methods: the RPC is then counted in
+        ``overflow`` only, so a misbehaving caller cannot grow memory without bound.
+        """
+        try:
+            table: dict[str, Series] = self._local.table
+        except AttributeError:
+            table = {}
+            self._local.table = table
+            with self._lock:
+                self._tables.append((threading.current_thread(), table))
+        found = table.get(full_method)
+        if found is not None:
+            return found
+        with self._lock:
+            known = any(full_method in t for _, t in self._tables) or full_method in self._retired
+            if not known:
+                if self._series_count >= self.max_series:
+                    self.overflow += 1
+                    return None
+                self._series_count += 1
+        service, method = split_method(full_method, self.service)
+        created = Series(service, method, rpc_type, len(self.buckets) + 1)
+        table[full_method] = created
+        return created
+
+    def observe(self, series: Series, seconds: float, code: str = "OK",
+                exception: str | None = None) -> None:
+        """Count one finished RPC of ``series`` (made by :meth:`series` in this thread)."""
+        if code == "OK":
+            series.ok += 1
+        else:
+            series.codes[code] = series.codes.get(code, 0) + 1
+            series.last_error = (code, time.time())
+            if exception is not None:
+                series.exceptions[exception] = series.exceptions.get(exception, 0) + 1
+        series.hist[bisect_left(self.buckets, seconds)] += 1
+        series.sum += seconds
+        if seconds > series.max:
+            series.max = seconds
+
+    def track(self, name: str) -> _Tracked:
+        """Time a block (``with``) or a function (decorator) as one unary RPC called ``name``.
+
+        ``name`` is ``Service/Method`` or a bare method name of this reporter's service. An
+        exception that escapes counts as UNKNOWN with its type, and is re-raised untouched.
+        """
+        full = name if name.startswith("/") else "/" + (
+            name if "/" in name else f"{self.service or 'app'}/{name}")
+        return _Tracked(self, full)
+
+    def server_interceptor(self) -> Any:
+        """A ``grpc.ServerInterceptor`` for ``grpc.server(..., interceptors=[...])``."""
+        from sidecar.reporter.interceptors import ServerInterceptor
+
+        return ServerInterceptor(self)
+
+    def aio_server_interceptor(self) -> Any:
+        """A ``grpc.aio.ServerInterceptor`` for ``grpc.aio.server(interceptors=[...])``."""
+        from sidecar.reporter.interceptors import AioServerInterceptor
+
+        return AioServerInterceptor(self)
+
+    # -- health -------------------------------------------------------------------------------
+
+    def set_health(self, status: str, checks: dict[str, str] | None = None) -> None:
+        """Report ``healthy``, ``degraded`` or ``down`` with named checks from now on."""
+        if status not in protocol.HEALTH_STATES:
+            raise ValueError(f"health status {status!r} is not one of "
+                             f"{', '.join(protocol.HEALTH_STATES)}")
+        self._health = (status, {str(k): str(v) for k, v in (checks or {}).items()})
+
+    def set_health_callback(self, callback: HealthCallback | None) -> None:
+        """Call ``callback() -> (status, checks)`` at each flush, within ``health_timeout``.
+
+        An exception, a bad answer or a timeout reports ``degraded`` with the reason as a check.
+        """
+        self._health_callback = callback
+
+    def _current_health(self) -> tuple[str, dict[str, str]]:
+        callback = self._health_callback
+        if callback is None:
+            return self._health
+        if self._health_pending is not None and not self._health_pending.done():
+            return "degraded", {"health_callback": "still running from an earlier flush"}
+        if self._health_pool is None:
+            self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="oracle-health")
+        self._health_pending = self._health_pool.submit(callback)
+        try:
+            status, checks = self._health_pending.result(timeout=self.health_timeout)
+            if status not in protocol.HEALTH_STATES or not isinstance(checks, dict):
+                raise ValueError(f"health callback answered {status!r}, {type(checks).__name__}")
+            return status, {str(k): str(v)[: protocol.MAX_TEXT] for k, v in checks.items()}
+        except FutureTimeout:
+            return "degraded", {"health_callback": f"no answer within {self.health_timeout} s"}
+        except Exception as err:  # the service's callback failed: report it, never raise
+            return "degraded", {"health_callback": f"{type(err).__name__}: {err}"[:200]}
+
+    # -- snapshots and pushing ----------------------------------------------------------------
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The cumulative totals of every method, summed over this process's threads."""
+        with self._lock:
+            tables = list(self._tables)
+            alive = [(t, tab) for t, tab in tables if t is not None and t.is_alive()]
+            for _, table in (x for x in tables if x not in alive):
+                _fold(self._retired, table, len(self.buckets) + 1)
+            self._tables = alive
+            sources = [self._retired, *(tab for _, tab in alive)]
+        merged: dict[str, dict[str, Any]] = {}
+        for table in sources:
+            for key, s in table.copy().items():
+                row = merged.get(key)
+                if row is None:
+                    row = merged[key] = {
+                        "service": s.service, "method": s.method, "type": s.type,
+                        "started": 0, "codes": {}, "hist": [0] * len(s.hist), "sum": 0.0,
+                        "max": 0.0, "exceptions": {}, "last_error": None,
+                    }
+                _add_into(row, s)
+        out = []
+        for row in merged.values():
+            codes = row["codes"]
+            # A series is read without a lock, so `started` may be read before an RPC that was
+            # finished by the time `ok` is read: keep started >= handled, as the protocol asks.
+            row["started"] = max(row["started"], sum(codes.values()))
+            if row["last_error"] is None:
+                del row["last_error"]
+            if not row["exceptions"]:
+                del row["exceptions"]
+            row["sum"] = round(row["sum"], 9)
+            out.append(row)
+        return out
+
+    def flush(self, final: bool = False) -> bool:
+        """Send one snapshot now; True when every part was handed to the sidecar's socket."""
+        with self._flush_lock:
+            status, checks = self._current_health()
+            if final:
+                status, checks = "down", {**checks, "reporter": "process is shutting down"}
+            self._seq += 1
+            datagrams = protocol.encode(
+                source={"id": self.source_id, "pid": self.pid, "started": self.start_time,
+                        "service": self.service, "version": self.version},
+                seq=self._seq,
+                time=time.time(),
+                buckets=self.buckets,
+                rows=self.rows(),
+                health=status,
+                checks=checks,
+                reporter={"dropped": self.dropped, "send_errors": self.send_errors,
+                          "overflow": self.overflow},
+                final=final,
+            )
+            return all([self._send(d) for d in datagrams])
+
+    def _send(self, datagram: bytes) -> bool:
+        if self._sock is None:
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+        try:
+            self._sock.sendto(datagram, self.socket_path)
+        except OSError as err:
+            self.dropped += 1
+            if err.errno not in (errno.EAGAIN, errno.ENOBUFS):
+                self.send_errors += 1
+            if self._receiver_ok is not False:  # log the change, not every failure
+                log.warning("metrics sidecar not reachable at %s: %s; counting drops until it "
+                            "answers", self.socket_path, os.strerror(err.errno or 0))
+            self._receiver_ok = False
+            return False
+        self.sent += 1
+        if self._receiver_ok is False:
+            log.info("metrics sidecar reachable again at %s", self.socket_path)
+        self._receiver_ok = True
+        return True
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> Reporter:
+        """Start the background flusher (idempotent) and push a first snapshot at once."""
+        if self._flusher is None or not self._flusher.is_alive():
+            self._stop.clear()
+            self._closed = False
+            self._flusher = threading.Thread(target=self._run, name="oracle-sidecar-reporter",
+                                             daemon=True)
+            self._flusher.start()
+            _live.add(self)
+        return self
+
+    def _run(self) -> None:
+        while True:
+            try:
+                self.flush()
+            except Exception:  # never let a reporting bug reach the service
+                log.exception("metrics reporter failed to build a snapshot")
+            if self._stop.wait(self.interval):
+                return
+
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop the flusher and send the final snapshot (marked final). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._flusher is not None and self._flusher is not threading.current_thread():
+            self._flusher.join(timeout)
+        try:
+            self.flush(final=True)
+        except Exception:
+            log.exception("metrics reporter failed to send its final snapshot")
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._health_pool is not None:
+            self._health_pool.shutdown(wait=False, cancel_futures=True)
+            self._health_pool = None
+        _live.discard(self)
+
+    def _after_fork(self) -> None:
+        # The child is a new process: new identity, empty counters, its own flusher and socket.
+        was_running = self._flusher is not None and self._flusher.is_alive() or (
+            self in _live and not self._closed)
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher = None
+        self._sock = None
+        self._health_pool = None
+        self._health_pending = None
+        self._reset_state()
+        if was_running:
+            self.start()
+
+
+class _Tracked:
+    """Context manager and decorator made by :meth:`Reporter.track`."""
+
+    __slots__ = ("_full", "_reporter", "_series", "_t0")
+
+    def __init__(self, reporter: Reporter, full: str) -> None:
+        self._reporter = reporter
+        self._full = full
+
+    def __enter__(self) -> _Tracked:
+        self._series = self._reporter.series(self._full)
+        if self._series is not None:
+            self._series.started += 1
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        elapsed = time.perf_counter() - self._t0
+        if self._series is not None:
+            if exc_type is None:
+                self._reporter.observe(self._series, elapsed)
+            else:
+                self._reporter.observe(self._series, elapsed, "UNKNOWN", exc_type.__name__)
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+
+        reporter, full = self._reporter, self._full
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with _Tracked(reporter, full):
+                return func(*args, **kwargs)
+
+        return wrapper
+
+
+def _add_into(row: dict[str, Any], s: Series) -> None:
+    row["started"] += s.started
+    codes = row["codes"]
+    if s.ok:
+        codes["OK"] = codes.get("OK", 0) + s.ok
+    for code, n in s.codes.copy().items():
+        codes[code] = codes.get(code, 0) + n
+    hist = row["hist"]
+    for i, n in enumerate(list(s.hist)):
+        hist[i] += n
+    row["sum"] += s.sum
+    row["max"] = max(row["max"], s.max)
+    for name, n in s.exceptions.copy().items():
+        row["exceptions"][name] = row["exceptions"].get(name, 0) + n
+    if s.last_error is not None and (row["last_error"] is None
+                                     or s.last_error[1] > row["last_error"][1]):
+        row["last_error"] = list(s.last_error)
+
+
+def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> None:
+    """Add a finished thread's counters to ``into`` (only the flusher calls this)."""
+    for key, s in table.items():
+        t = into.get(key)
+        if t is None:
+            t = into[key] = Series(s.service, s.method, s.type, n_buckets)
+        t.started += s.started
+        t.ok += s.ok
+        for code, n in s.codes.items():
+            t.codes[code] = t.codes.get(code, 0) + n
+        for i, n in enumerate(s.hist):
+            t.hist[i] += n
+        t.sum += s.sum
+        t.max = max(t.max, s.max)
+        for name, n in s.exceptions.items():
+            t.exceptions[name] = t.exceptions.get(name, 0) + n
+        if s.last_error is not None and (t.last_error is None or s.last_error[1] > t.last_error[1]):
+            t.last_error = s.last_error
+
+
+_live: weakref.WeakSet[Reporter] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for reporter in list(_live):
+        reporter.close(timeout=0.5)

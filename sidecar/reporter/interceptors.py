@@ -1,0 +1,202 @@
+"""gRPC server interceptors (sync ``grpc.server`` and ``grpc.aio.server``) that feed a Reporter.
+
+The code recorded is OK on success, the code set through ``context.abort``/``context.set_code``
+when there is one, and UNKNOWN for an uncaught exception (whose type is counted too). Service,
+method and type come from the full method name and the handler's kind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from sidecar.reporter.core import Reporter, Series
+
+__all__ = ["AioServerInterceptor", "ServerInterceptor"]
+
+_NAMES = {code: code.name for code in grpc.StatusCode}
+_BY_NUMBER = {code.value[0]: code.name for code in grpc.StatusCode}
+_perf = time.perf_counter
+
+
+def _code(context: Any, failed: BaseException | None) -> tuple[str, str | None]:
+    """The status name the RPC ended with, and the exception type to count (uncaught only)."""
+    try:
+        raw = context.code()
+    except Exception:
+        raw = None
+    if raw is not None:
+        name = _NAMES.get(raw) if isinstance(raw, grpc.StatusCode) else _BY_NUMBER.get(raw)
+        if name is not None and not (name == "OK" and failed is not None):
+            return name, None
+    if failed is None:
+        return "OK", None
+    if isinstance(failed, grpc.aio.AbortError):  # aborted without a readable code
+        return "UNKNOWN", None
+    return "UNKNOWN", type(failed).__name__
+
+
+def _kind(handler: grpc.RpcMethodHandler) -> tuple[str, str]:
+    """(attribute holding the behaviour, gRPC type label) of a method handler."""
+    if handler.request_streaming and handler.response_streaming:
+        return "stream_stream", "bidi_stream"
+    if handler.request_streaming:
+        return "stream_unary", "client_stream"
+    if handler.response_streaming:
+        return "unary_stream", "server_stream"
+    return "unary_unary", "unary"
+
+
+_FACTORIES = {
+    "unary_unary": grpc.unary_unary_rpc_method_handler,
+    "unary_stream": grpc.unary_stream_rpc_method_handler,
+    "stream_unary": grpc.stream_unary_rpc_method_handler,
+    "stream_stream": grpc.stream_stream_rpc_method_handler,
+}
+
+
+def _rewrap(handler: grpc.RpcMethodHandler, attr: str, behavior: Callable[..., Any]) -> Any:
+    return _FACTORIES[attr](
+        behavior,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    """For ``grpc.server(..., interceptors=[reporter.server_interceptor()])``."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        attr, rpc_type = _kind(handler)
+        inner = getattr(handler, attr)
+        wrapped = _rewrap(handler, attr, self._wrap(inner, method, rpc_type,
+                                                    handler.response_streaming))
+        if len(self._cache) < 10_000:
+            self._cache[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
+              streaming: bool) -> Callable[..., Any]:
+        reporter = self._reporter
+        observe = reporter.observe
+
+        if not streaming:
+            def unary(request: Any, context: Any) -> Any:
+                series = reporter.series(method, rpc_type)
+                if series is None:
+                    return inner(request, context)
+                series.started += 1
+                t0 = _perf()
+                try:
+                    response = inner(request, context)
+                except BaseException as err:
+                    observe(series, _perf() - t0, *_code(context, err))
+                    raise
+                elapsed = _perf() - t0
+                if context.code() is None:
+                    observe(series, elapsed)
+                else:
+                    observe(series, elapsed, *_code(context, None))
+                return response
+
+            return unary
+
+        def streamed(request: Any, context: Any) -> Iterator[Any]:
+            series = reporter.series(method, rpc_type)
+            if series is None:
+                yield from inner(request, context)
+                return
+            series.started += 1
+            t0 = _perf()
+            try:
+                yield from inner(request, context)
+            except BaseException as err:
+                observe(series, _perf() - t0, *_code(context, err))
+                raise
+            observe(series, _perf() - t0, *_code(context, None))
+
+        return streamed
+
+
+class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """For ``grpc.aio.server(interceptors=[reporter.aio_server_interceptor()])``."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self._reporter = reporter
+        self._cache: dict[str, tuple[Any, Any]] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any
+    ) -> Any:
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method: str = details.method
+        cached = self._cache.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        attr, rpc_type = _kind(handler)
+        inner = getattr(handler, attr)
+        wrapped = _rewrap(handler, attr, self._wrap(inner, method, rpc_type,
+                                                    handler.response_streaming))
+        if len(self._cache) < 10_000:
+            self._cache[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
+              streaming: bool) -> Callable[..., Any]:
+        reporter = self._reporter
+        observe = reporter.observe
+
+        if not streaming:
+            async def unary(request: Any, context: Any) -> Any:
+                series = reporter.series(method, rpc_type)
+                if series is None:
+                    return await inner(request, context)
+                series.started += 1
+                t0 = _perf()
+                try:
+                    response = await inner(request, context)
+                except BaseException as err:
+                    observe(series, _perf() - t0, *_code(context, err))
+                    raise
+                observe(series, _perf() - t0, *_code(context, None))
+                return response
+
+            return unary
+
+        async def streamed(request: Any, context: Any) -> AsyncIterator[Any]:
+            series: Series | None = reporter.series(method, rpc_type)
+            t0 = _perf()
+            if series is not None:
+                series.started += 1
+            try:
+                result = inner(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for item in result:
+                        yield item
+                else:  # a coroutine that writes with context.write()
+                    await result
+            except BaseException as err:
+                if series is not None:
+                    observe(series, _perf() - t0, *_code(context, err))
+                raise
+            if series is not None:
+                observe(series, _perf() - t0, *_code(context, None))
+
+        return streamed

@@ -1,0 +1,399 @@
+"""``oracle-sidecar serve``: the datagram receiver and the aiohttp server on :9090.
+
+The receiver owns the Unix socket: it creates it (mode 0660, directory made if missing), refuses
+to steal one a live sidecar still answers on, replaces a stale one left by a crash, and puts it
+back if the socket file disappears while running. Every datagram goes to the store; nothing a
+sender does can stop the receiver.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import json
+import logging
+import os
+import signal
+import socket
+import stat
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from sidecar import __version__, options, protocol
+from sidecar.exposition import Exposition
+from sidecar.logs import setup_logging
+from sidecar.reporter.core import DEFAULT_SOCKET
+from sidecar.store import Store
+
+__all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
+
+log = logging.getLogger("sidecar.server")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything ``serve`` can be told; the CLI builds it from flags and env vars."""
+
+    socket: str = DEFAULT_SOCKET
+    host: str = "0.0.0.0"
+    port: int = 9090
+    stale_after: float = 5.0
+    expire_after: float = 60.0
+    max_series: int = 2000
+    grpc_health_target: str | None = None
+    drain_seconds: float = 2.0
+
+
+class SocketError(RuntimeError):
+    """The metrics socket cannot be made; the message says why and what to do."""
+
+
+# -- the socket ---------------------------------------------------------------------------------
+
+def bind_socket(path: str) -> socket.socket:
+    """A non-blocking datagram socket bound at ``path`` with mode 0660."""
+    directory = os.path.dirname(path) or "."
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as err:
+        raise SocketError(f"cannot create the socket directory {directory}: "
+                          f"{err.strerror}") from err
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        mode = None
+    if mode is not None:
+        if not stat.S_ISSOCK(mode):
+            raise SocketError(f"{path} exists and is not a socket; remove it or choose another "
+                              f"path with --socket / ORACLE_METRICS_SOCKET")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            probe.connect(path)
+        except OSError as err:
+            if err.errno != errno.ECONNREFUSED:
+                raise SocketError(f"cannot check the existing socket {path}: "
+                                  f"{err.strerror}") from err
+            os.unlink(path)  # stale: left by a sidecar that crashed
+            log.info("replaced a stale metrics socket", extra={"socket": path})
+        else:
+            raise SocketError(f"another sidecar is receiving on {path}; stop it first or choose "
+                              f"another path with --socket / ORACLE_METRICS_SOCKET")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        old = os.umask(0o117)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o660)
+        # Room for a burst of snapshots from many processes between two reads.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
+    except OSError as err:
+        sock.close()
+        raise SocketError(f"cannot bind {path}: {err.strerror}") from err
+    sock.setblocking(False)
+    return sock
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        try:
+            self.store.ingest(data)
+        except Exception:  # a bug must not stop the receiver; the datagram is counted lost
+            self.store.rejected["bad_field"] += 1
+            log.exception("failed to apply a datagram")
+
+    def error_received(self, exc: Exception) -> None:
+        log.warning("metrics socket error: %s", exc)
+
+
+class Receiver:
+    """Owns the socket and its transport; re-creates the socket file if it vanishes."""
+
+    def __init__(self, path: str, store: Store) -> None:
+        self.path = path
+        self.store = store
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inode: int | None = None
+        self.problem: str | None = None
+
+    async def open(self) -> None:
+        sock = bind_socket(self.path)
+        self.inode = os.stat(self.path).st_ino
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self.store),
+                                                           sock=sock)
+        # asyncio reads 256 KiB per datagram by default; one byte over the protocol's limit is
+        # enough to tell an oversized datagram, and costs a third of the CPU.
+        transport.max_size = protocol.MAX_DATAGRAM + 1  # type: ignore[attr-defined]
+        self.transport = transport  # type: ignore[assignment]
+
+    async def check(self) -> None:
+        """Re-bind if the socket file was removed; report a path taken by something else."""
+        try:
+            st = os.lstat(self.path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and st.st_ino == self.inode:
+            if self.problem:
+                log.info("metrics socket is back", extra={"socket": self.path})
+            self.problem = None
+            return
+        if st is not None and not stat.S_ISSOCK(st.st_mode):
+            problem = f"{self.path} was replaced by a file that is not a socket; " \
+                      f"reporters cannot reach this sidecar until it is removed"
+        else:
+            try:
+                self.close()
+                await self.open()
+                log.warning("metrics socket file had vanished; made it again",
+                            extra={"socket": self.path})
+                self.problem = None
+                return
+            except SocketError as err:
+                problem = str(err)
+        if problem != self.problem:
+            log.error(problem, extra={"socket": self.path})
+        self.problem = problem
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+            self.transport = None
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+STORE = web.AppKey("store", Store)
+EXPOSITION = web.AppKey("exposition", Exposition)
+SETTINGS = web.AppKey("settings", Settings)
+STATE = web.AppKey("state", dict)  # draining, grpc_serving, receiver
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
+                        content_type="application/json")
+
+
+@web.middleware
+async def _json_errors(request: web.Request,
+                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                       ) -> web.StreamResponse:
+    """404, 405 and every other HTTP error as a small JSON document."""
+    try:
+        return await handler(request)
+    except web.HTTPException as err:
+        if err.status < 400:
+            raise
+        body = {"error": err.reason, "status": err.status, "path": request.path}
+        if err.status == 404:
+            body["endpoints"] = ["/metrics", "/health", "/ready", "/livez", "/api/v1/snapshot",
+                                 "/api/v1/history"]
+        response = _json(body, err.status)
+        if err.status == 405:
+            response.headers["Allow"] = err.headers.get("Allow", "GET, HEAD")
+        return response
+
+
+def readiness(app: web.Application) -> tuple[bool, str]:
+    """Whether kubelet should send traffic to this pod, and why (not)."""
+    state = app[STATE]
+    if state["draining"]:
+        return False, "the sidecar is shutting down"
+    receiver: Receiver | None = state.get("receiver")
+    if receiver is not None and receiver.problem:
+        return False, receiver.problem
+    status, reason = app[STORE].status()
+    if status != "healthy":
+        return False, reason
+    target = app[SETTINGS].grpc_health_target
+    if target and state["grpc_serving"] is not True:
+        return False, f"gRPC health check on {target}: {state['grpc_serving'] or 'no answer'}"
+    return True, reason
+
+
+async def metrics(request: web.Request) -> web.Response:
+    accept = request.headers.get("Accept", "")
+    if request.query.get("format") == "json" or (
+            "application/json" in accept and "text/plain" not in accept):
+        return await snapshot(request)
+    body, content_type = request.app[EXPOSITION].metrics(accept)
+    response = web.Response(body=body)
+    response.headers["Content-Type"] = content_type
+    return response
+
+
+def _health_doc(app: web.Application) -> dict[str, Any]:
+    ready, reason = readiness(app)
+    doc = app[EXPOSITION].health(ready, reason)
+    receiver: Receiver | None = app[STATE].get("receiver")
+    if receiver is not None and receiver.problem:
+        doc["checks"] = {**doc["checks"], "sidecar_socket": receiver.problem}
+    return doc
+
+
+async def health(request: web.Request) -> web.Response:
+    return _json(_health_doc(request.app))
+
+
+async def ready(request: web.Request) -> web.Response:
+    ok, reason = readiness(request.app)
+    status, _ = request.app[STORE].status()
+    return _json({"ready": ok, "status": status, "reason": reason}, 200 if ok else 503)
+
+
+async def livez(request: web.Request) -> web.Response:
+    task: asyncio.Task[None] | None = request.app[STATE].get("ticker")
+    if task is None or task.done():
+        return _json({"alive": False, "reason": "the sidecar's background loop has stopped"}, 503)
+    return _json({"alive": True, "version": __version__})
+
+
+async def snapshot(request: web.Request) -> web.Response:
+    app = request.app
+    return _json(app[EXPOSITION].snapshot(_health_doc(app)))
+
+
+async def history(request: web.Request) -> web.Response:
+    rpc = request.query.get("rpc")
+    if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1):
+        raise web.HTTPBadRequest(reason="rpc must be Service/Method")
+    return _json(request.app[EXPOSITION].history(rpc))
+
+
+async def _background(app: web.Application) -> AsyncIterator[None]:
+    settings, store, state = app[SETTINGS], app[STORE], app[STATE]
+    receiver = Receiver(settings.socket, store)
+    await receiver.open()
+    state["receiver"] = receiver
+    log.info("receiving pushes", extra={"socket": settings.socket})
+
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                store.tick()
+                await receiver.check()
+                if settings.grpc_health_target:
+                    state["grpc_serving"] = await _grpc_health(settings.grpc_health_target)
+            except Exception:
+                log.exception("sidecar background tick failed")
+
+    state["ticker"] = asyncio.create_task(tick())
+    yield
+    state["ticker"].cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await state["ticker"]
+    receiver.close()
+    with contextlib.suppress(FileNotFoundError):
+        if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
+            os.unlink(settings.socket)
+
+
+async def _grpc_health(target: str) -> bool | str:
+    """True when the standard grpc.health.v1 service says SERVING, else the reason."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=1.0)
+    except grpc.aio.AioRpcError as err:
+        return f"{err.code().name}: {err.details()}"
+    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+        return True
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> web.Application:
+    """The :9090 application; the receiver starts with it and stops with it."""
+    store = store or Store(settings.stale_after, settings.expire_after, settings.max_series)
+    app = web.Application(middlewares=[_json_errors], client_max_size=1024)
+    app[SETTINGS] = settings
+    app[STORE] = store
+    app[STATE] = {"draining": False, "grpc_serving": None}
+    app[EXPOSITION] = Exposition(store, ready=lambda: readiness(app)[0])
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/livez", livez)
+    app.router.add_get("/api/v1/snapshot", snapshot)
+    app.router.add_get("/api/v1/history", history)
+    app.cleanup_ctx.append(_background)
+    return app
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``oracle-sidecar serve``."""
+    add = options.add
+    add(parser, "--socket", env="ORACLE_METRICS_SOCKET", default=DEFAULT_SOCKET,
+        help="Unix datagram socket the reporters push to")
+    add(parser, "--host", env="ORACLE_HTTP_HOST", default="0.0.0.0", help="address to serve on")
+    add(parser, "--port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
+        help="HTTP port for /metrics, /health, /ready, /livez")
+    add(parser, "--stale-after", env="ORACLE_STALE_AFTER", type=options.positive_float,
+        default=5.0, help="seconds without a push before a process counts as down")
+    add(parser, "--expire-after", env="ORACLE_EXPIRE_AFTER", type=options.positive_float,
+        default=60.0, help="seconds without a push before a process's totals are retired")
+    add(parser, "--max-series", env="ORACLE_MAX_SERIES", type=options.positive_int,
+        default=2000, help="most RPC methods exported; more are counted as overflow")
+    add(parser, "--grpc-health-target", env="ORACLE_GRPC_HEALTH_TARGET", type=options.host_port,
+        help="HOST:PORT whose grpc.health.v1 must answer SERVING for /ready")
+    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=float, default=2.0,
+        help="after SIGTERM, seconds to keep serving with /ready at 503 before exiting")
+    add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
+        help="DEBUG, INFO, WARNING or ERROR")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM or SIGINT; 0 on a clean stop, 1 when it cannot start."""
+    setup_logging("oracle-sidecar", args.log_level)
+    if args.drain_seconds < 0:
+        log.error("--drain-seconds / ORACLE_DRAIN_SECONDS must be zero or more")
+        return 2
+    settings = Settings(args.socket, args.host, args.port, args.stale_after, args.expire_after,
+                        args.max_series, args.grpc_health_target, args.drain_seconds)
+    try:
+        return asyncio.run(serve(settings))
+    except SocketError as err:
+        log.error("cannot start: %s", err)
+        return 1
+
+
+async def serve(settings: Settings) -> int:
+    """Serve until a signal; /ready turns 503 at once, then requests drain and it exits."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as err:
+        await runner.cleanup()
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, err.strerror)
+        return 1
+    log.info("serving", extra={"port": settings.port, "version": __version__})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    app[STATE]["draining"] = True
+    log.info("stopping: /ready now answers 503", extra={"drain_seconds": settings.drain_seconds})
+    await asyncio.sleep(settings.drain_seconds)
+    await runner.cleanup()
+    log.info("stopped")
+    return 0

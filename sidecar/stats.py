@@ -1,0 +1,133 @@
+"""Figures derived from cumulative RPC totals: deltas over a window, rates, percentiles.
+
+Percentiles are estimated from histogram buckets exactly as PromQL's ``histogram_quantile``
+does, so that the JSON API, the dashboard, the alerter and Prometheus agree.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import accumulate
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Totals", "delta", "histogram_quantile", "summarise"]
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """Cumulative totals of one RPC method (one source, or summed over sources)."""
+
+    started: int = 0
+    codes: dict[str, int] = field(default_factory=dict)
+    hist: tuple[int, ...] = ()
+    sum: float = 0.0
+    max: float = 0.0
+    exceptions: dict[str, int] = field(default_factory=dict)
+    last_error: tuple[str, float] | None = None
+
+    @property
+    def handled(self) -> int:
+        return sum(self.codes.values())
+
+    def __add__(self, other: Totals) -> Totals:
+        return _combine(self, other, 1)
+
+    def __sub__(self, other: Totals) -> Totals:
+        return _combine(self, other, -1)
+
+
+def _combine(a: Totals, b: Totals, sign: int) -> Totals:
+    codes = dict(a.codes)
+    for code, n in b.codes.items():
+        codes[code] = codes.get(code, 0) + sign * n
+    exceptions = dict(a.exceptions)
+    for name, n in b.exceptions.items():
+        exceptions[name] = exceptions.get(name, 0) + sign * n
+    if not a.hist:
+        hist = tuple(sign * n for n in b.hist)
+    elif not b.hist:
+        hist = a.hist
+    else:
+        hist = tuple(x + sign * y for x, y in zip(a.hist, b.hist, strict=True))
+    last = a.last_error
+    if sign > 0 and b.last_error and (last is None or b.last_error[1] > last[1]):
+        last = b.last_error
+    return Totals(
+        started=a.started + sign * b.started,
+        codes={c: n for c, n in codes.items() if n},
+        hist=hist,
+        sum=a.sum + sign * b.sum,
+        max=max(a.max, b.max),
+        exceptions={e: n for e, n in exceptions.items() if n},
+        last_error=last,
+    )
+
+
+def delta(now: Totals, before: Totals | None) -> Totals:
+    """What happened between two cumulative totals (``before`` None means from zero)."""
+    return now if before is None else now - before
+
+
+def histogram_quantile(q: float, bounds: tuple[float, ...], counts: tuple[int, ...]) -> float:
+    """PromQL's estimate of quantile ``q`` from per-bucket (not cumulative) ``counts``.
+
+    ``bounds`` are the finite upper bounds; ``counts`` has one more entry, for +Inf.
+    NaN when there are no observations.
+    """
+    total = sum(counts)
+    if total <= 0 or not bounds:
+        return math.nan
+    if q < 0:
+        return -math.inf
+    if q > 1:
+        return math.inf
+    cumulative = list(accumulate(counts))
+    rank = q * total
+    # The first finite bucket whose cumulative count reaches the rank (Go's sort.Search).
+    b = next((i for i in range(len(bounds)) if cumulative[i] >= rank), len(bounds))
+    if b == len(bounds):
+        return bounds[-1]
+    if b == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, count = 0.0, float(cumulative[b])
+    if b > 0:
+        start = bounds[b - 1]
+        count -= cumulative[b - 1]
+        rank -= cumulative[b - 1]
+    if count == 0:
+        return math.nan
+    return start + (bounds[b] - start) * (rank / count)
+
+
+def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max: float
+              ) -> dict[str, Any]:
+    """The JSON figures for one RPC (or the sum of RPCs) over a window of ``seconds``."""
+    count = d.handled
+    ok = d.codes.get("OK", 0)
+    errors = count - ok
+
+    def ms(value: float) -> float | None:
+        return None if math.isnan(value) else round(value * 1000, 3)
+
+    largest = None
+    if count and d.hist:
+        top = max(i for i, n in enumerate(d.hist) if n > 0)
+        bound = bounds[top] if top < len(bounds) else math.inf
+        largest = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
+    return {
+        "count": count,
+        "errors": errors,
+        "error_rate_percent": round(100.0 * errors / count, 3) if count else 0.0,
+        "avg_ms": round(d.sum / count * 1000, 3) if count else None,
+        "p50_ms": ms(histogram_quantile(0.50, bounds, d.hist)) if d.hist else None,
+        "p95_ms": ms(histogram_quantile(0.95, bounds, d.hist)) if d.hist else None,
+        "p99_ms": ms(histogram_quantile(0.99, bounds, d.hist)) if d.hist else None,
+        "max_ms": largest,
+        "rate_per_second": round(count / seconds, 3) if seconds > 0 else 0.0,
+        "started": d.started,
+        "codes": dict(sorted(d.codes.items())),
+        "exceptions": dict(sorted(d.exceptions.items())),
+        "last_error": None if d.last_error is None else {
+            "code": d.last_error[0], "time": d.last_error[1]},
+    }

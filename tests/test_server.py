@@ -1,0 +1,154 @@
+"""The sidecar process: endpoints, rejections, the socket's life, signals and configuration."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sidecar import protocol
+from sidecar.reporter.core import Reporter
+from tests.conftest import SidecarProcess, http_get, http_json, parse_metrics, wait_for
+
+
+def send(path: str, *datagrams: bytes) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as tx:
+        for d in datagrams:
+            tx.sendto(d, path)
+
+
+def rejected(sc: SidecarProcess) -> dict[str, float]:
+    return {dict(labels)["reason"]: v for (name, labels), v in parse_metrics(sc.metrics()).items()
+            if name == "oracle_sidecar_messages_rejected_total"}
+
+
+def test_bad_datagrams_are_counted_by_reason_and_the_receiver_keeps_serving(
+        sidecar: SidecarProcess) -> None:
+    """Garbage, wrong version, oversized and decreasing counters: each counted, none fatal."""
+    rep = Reporter("svc", socket_path=sidecar.socket)
+    with rep.track("Work"):
+        pass
+    rep.flush()
+    good = json.loads(protocol.encode(
+        source={"id": "x1", "pid": 1, "started": 1.0}, seq=5, time=1.0,
+        buckets=protocol.DEFAULT_BUCKETS, health="healthy", checks={}, reporter={},
+        rows=[{"service": "s", "method": "m", "started": 9, "codes": {"OK": 9},
+               "hist": [9] + [0] * 14, "sum": 0.01}])[0])
+    decreased = dict(good, seq=6, rpcs=[dict(good["rpcs"][0], started=1, codes={"OK": 1},
+                                             hist=[1] + [0] * 14)])
+    send(sidecar.socket, b"\x00\xff garbage", b'{"v": 99}', b"[]", b"{" + b" " * 70_000 + b"}",
+         json.dumps(good).encode(), json.dumps(decreased).encode(), json.dumps(good).encode())
+    expected = {"bad_json": 2, "bad_version": 1, "oversized": 1, "counter_decreased": 1,
+                "not_newer": 1}
+    wait_for(lambda: all(rejected(sidecar)[k] == v for k, v in expected.items()), 5,
+             message="rejections counted by reason")
+    assert set(rejected(sidecar)) == set(protocol.REJECT_REASONS)  # all reasons, from zero
+    rep.flush()
+    assert http_get(sidecar.url + "/livez")[0] == 200
+    samples = parse_metrics(sidecar.metrics())
+    assert samples[("oracle_sidecar_messages_received_total", frozenset())] == 9
+
+
+def test_endpoints_answer_json_and_negotiate_formats(sidecar: SidecarProcess) -> None:
+    """404/405 as JSON, OpenMetrics on request, the JSON snapshot from /metrics on request."""
+    status, body, _ = http_get(sidecar.url + "/nowhere")
+    assert status == 404 and json.loads(body)["error"] == "Not Found"
+    request = urllib.request.Request(sidecar.url + "/metrics", data=b"x", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as info:
+        urllib.request.urlopen(request, timeout=5)
+    assert info.value.code == 405 and json.loads(info.value.read())["status"] == 405
+    status, body, headers = http_get(
+        sidecar.url + "/metrics", {"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert headers["Content-Type"].startswith("application/openmetrics-text")
+    assert body.endswith("# EOF\n") and body.count("# EOF") == 1
+    status, body, headers = http_get(sidecar.url + "/metrics?format=json")
+    assert headers["Content-Type"].startswith("application/json")
+    assert set(json.loads(body)["windows"]) == {"1m", "5m", "1h", "all"}
+    status, body, _ = http_get(sidecar.url + "/metrics", {"Accept": "application/json"})
+    assert "windows" in json.loads(body)
+    health = http_json(sidecar.url + "/health")
+    assert health["status"] == "unknown" and health["ready"] is False
+    points = http_json(sidecar.url + "/api/v1/history")["points"]
+    assert points and all(p["count"] == 0 for p in points)
+
+
+def test_socket_is_made_with_mode_0660_in_a_new_directory(sidecar: SidecarProcess) -> None:
+    """The socket directory is created and the socket is group-writable only."""
+    mode = os.stat(sidecar.socket).st_mode
+    assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
+
+
+def test_a_live_sidecar_socket_is_not_stolen(sidecar: SidecarProcess,
+                                             sidecar_factory: Any) -> None:
+    """A second sidecar on the same socket exits 1 with a clear message; the first keeps it."""
+    second = sidecar_factory(start=False, socket_path=sidecar.socket)
+    second.start(wait=False)
+    assert second.proc is not None and second.proc.wait(15) == 1
+    assert "another sidecar is receiving on" in second.log()
+    assert http_get(sidecar.url + "/livez")[0] == 200
+
+
+def test_a_regular_file_at_the_socket_path_is_a_clear_error(tmp_path: Path,
+                                                            sidecar_factory: Any) -> None:
+    """A path taken by a regular file is never deleted; the sidecar says so and exits 1."""
+    path = tmp_path / "taken"
+    path.write_text("precious")
+    sc = sidecar_factory(start=False, socket_path=str(path))
+    sc.start(wait=False)
+    assert sc.proc is not None and sc.proc.wait(15) == 1
+    assert "exists and is not a socket" in sc.log()
+    assert path.read_text() == "precious"
+
+
+def test_socket_file_removed_at_run_time_is_made_again(sidecar: SidecarProcess) -> None:
+    """If the socket directory is removed while running, the sidecar re-creates the socket."""
+    os.unlink(sidecar.socket)
+    os.rmdir(os.path.dirname(sidecar.socket))
+    wait_for(lambda: os.path.exists(sidecar.socket), 5, message="the socket to come back")
+    rep = Reporter("svc", socket_path=sidecar.socket)
+    assert rep.flush() is True
+    wait_for(lambda: http_json(sidecar.url + "/health")["status"] == "healthy", 5,
+             message="the push to arrive")
+
+
+def test_sigterm_turns_unready_first_then_exits_zero(sidecar_factory: Any) -> None:
+    """SIGTERM: /ready answers 503 at once while the drain lasts, then exit 0, socket removed."""
+    sc = sidecar_factory("--drain-seconds", "1.5")
+    rep = Reporter("svc", socket_path=sc.socket, interval=0.2).start()
+    wait_for(lambda: http_get(sc.url + "/ready")[0] == 200, 5, message="ready")
+    assert sc.proc is not None
+    sc.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    status, body, _ = http_get(sc.url + "/ready")
+    assert status == 503 and "shutting down" in body
+    assert sc.proc.wait(10) == 0
+    assert not os.path.exists(sc.socket)
+    rep.close()
+
+
+def test_bad_configuration_exits_with_a_message_naming_the_setting(tmp_path: Path) -> None:
+    """A bad env var or flag stops the command before it starts, naming what was wrong."""
+    def serve(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "sidecar.cli", "serve", *args],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, **env})
+
+    out = serve(ORACLE_HTTP_PORT="ninety")
+    assert out.returncode == 2 and "ORACLE_HTTP_PORT='ninety'" in out.stderr
+    out = serve("--stale-after", "-3")
+    assert out.returncode == 2 and "--stale-after" in out.stderr and "above zero" in out.stderr
+    out = serve(LOG_LEVEL="LOUD")
+    assert out.returncode == 2 and "LOG_LEVEL" in out.stderr
+    out = serve("--grpc-health-target", "nohost")
+    assert out.returncode == 2 and "HOST:PORT" in out.stderr

@@ -1,0 +1,169 @@
+"""The aggregate store: sources, monotonic counters across restarts, windows, limits."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from sidecar.protocol import DEFAULT_BUCKETS, encode
+from sidecar.stats import histogram_quantile
+from sidecar.store import RING_STEP, Store
+
+KEY = ("nps.oracle.OracleService", "GetReading", "unary")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def snapshot(source: str = "p1", seq: int = 1, ok: int = 0, errors: int = 0,
+             method: str = "GetReading", started: float = 1e10, health: str = "healthy",
+             final: bool = False, bucket: int = 2, **extra: Any) -> bytes:
+    hist = [0] * (len(DEFAULT_BUCKETS) + 1)
+    hist[bucket] = ok + errors
+    codes = {"OK": ok}
+    if errors:
+        codes["INTERNAL"] = errors
+    rows = [{"service": KEY[0], "method": method, "type": "unary", "started": ok + errors,
+             "codes": codes, "hist": hist, "sum": 0.02 * (ok + errors), "max": 0.02}]
+    (one,) = encode(source={"id": source, "pid": 1, "started": started, "service": KEY[0],
+                            "version": "1"}, seq=seq, time=started, buckets=DEFAULT_BUCKETS,
+                    rows=rows, health=health, checks={}, reporter={"dropped": 1}, final=final,
+                    **extra)
+    return one
+
+
+def store(**kwargs: Any) -> tuple[Store, Clock]:
+    clock = Clock()
+    return Store(clock=clock, wall=lambda: 2e10, **kwargs), clock
+
+
+def handled(s: Store, code: str = "OK") -> int:
+    return s.totals()[KEY].codes.get(code, 0)
+
+
+def test_newer_snapshots_replace_older_ones() -> None:
+    """Cumulative snapshots are not added up: the newest one is the truth."""
+    s, _ = store()
+    assert s.ingest(snapshot(seq=1, ok=5)) is None
+    assert s.ingest(snapshot(seq=2, ok=8)) is None
+    assert handled(s) == 8
+
+
+def test_replayed_or_older_sequence_is_not_applied() -> None:
+    """A message whose sequence number is not newer is counted and ignored."""
+    s, _ = store()
+    s.ingest(snapshot(seq=5, ok=8))
+    assert s.ingest(snapshot(seq=5, ok=9)) == "not_newer"
+    assert s.ingest(snapshot(seq=4, ok=9)) == "not_newer"
+    assert handled(s) == 8
+    assert s.rejected["not_newer"] == 2
+
+
+def test_decreasing_counter_within_one_source_is_rejected() -> None:
+    """A counter that goes down within one source is refused; the old totals stand."""
+    s, _ = store()
+    s.ingest(snapshot(seq=1, ok=8))
+    assert s.ingest(snapshot(seq=2, ok=3)) == "counter_decreased"
+    assert handled(s) == 8
+
+
+def test_restarted_process_keeps_counters_monotonic() -> None:
+    """A process that exits (final) and comes back as a new source adds to retired totals."""
+    s, _ = store()
+    s.ingest(snapshot("p1", 1, ok=10))
+    s.ingest(snapshot("p1", 2, ok=12, final=True))
+    assert "p1" not in s.sources
+    assert handled(s) == 12
+    s.ingest(snapshot("p2", 1, ok=3))
+    assert handled(s) == 15
+    assert s.reporter_counts()[0] == 2  # drops of both processes
+
+
+def test_expired_source_is_retired_and_taken_back_if_it_speaks_again() -> None:
+    """A silent process is folded after expire_after; if it returns nothing is doubled."""
+    s, clock = store(stale_after=5, expire_after=30)
+    s.ingest(snapshot("p1", 1, ok=10))
+    clock.t += 6
+    assert s.status()[0] == "down"
+    clock.t += 30
+    s.tick()
+    assert "p1" not in s.sources and handled(s) == 10
+    s.ingest(snapshot("p1", 2, ok=11))
+    assert "p1" in s.sources and handled(s) == 11
+
+
+def test_health_is_the_worst_fresh_state_and_stale_counts_as_down() -> None:
+    """No source is unknown; degraded wins over healthy; a silent source is down."""
+    s, clock = store(stale_after=5)
+    assert s.status()[0] == "unknown"
+    s.ingest(snapshot("p1", 1))
+    assert s.status()[0] == "healthy"
+    s.ingest(snapshot("p2", 1, health="degraded"))
+    assert s.status()[0] == "degraded"
+    clock.t += 5.5
+    s.ingest(snapshot("p2", 2, health="degraded"))
+    status, reason = s.status()
+    assert status == "down" and "has not pushed" in reason
+
+
+def test_bucket_bounds_must_match_the_exported_ones() -> None:
+    """A source with other bucket bounds cannot be merged, so it is rejected."""
+    s, _ = store()
+    s.ingest(snapshot("p1"))
+    body = json.loads(snapshot("p2"))
+    body["buckets"] = [1.0, 2.0]
+    body["rpcs"][0]["hist"] = [0, 0, 0]
+    assert s.ingest(json.dumps(body).encode()) == "bucket_mismatch"
+
+
+def test_series_cap_counts_overflow_once_per_series() -> None:
+    """Past max_series new methods are refused and counted once each, push after push."""
+    s, _ = store(max_series=3)
+    for seq in (1, 2):
+        for i in range(10):
+            s.ingest(snapshot(f"p{i}", seq, ok=seq, method=f"M{i}"))
+    assert len(s.totals()) == 3
+    assert len(s.overflow_keys) == 7
+
+
+def test_windows_exclude_what_happened_before_the_sidecar_listened() -> None:
+    """A process that ran before the sidecar started contributes only new RPCs to windows."""
+    s, clock = store()
+    s.ingest(snapshot("old", 1, ok=1000, started=1.0))  # began long before this sidecar
+    for step in range(1, 4):
+        clock.t += RING_STEP
+        s.tick()
+        s.ingest(snapshot("old", 1 + step, ok=1000 + 10 * step, started=1.0))
+    covered, before, now = s.window(60)
+    assert (now[KEY] - before.get(KEY, now[KEY] - now[KEY])).handled == 30
+    assert s.totals()[KEY].handled == 1030  # the counter itself is the full total
+
+
+def test_window_start_moves_with_time() -> None:
+    """The 1m window subtracts the ring point a minute back, not the sidecar's start."""
+    s, clock = store()
+    s.ingest(snapshot("p", 1, ok=100, started=2e10))
+    for step in range(30):  # 150 s of history, 10 RPCs per 5 s
+        clock.t += RING_STEP
+        s.tick()
+        s.ingest(snapshot("p", 2 + step, ok=110 + 10 * step, started=2e10))
+    covered, before, now = s.window(60)
+    assert covered == pytest.approx(60, abs=RING_STEP)
+    assert (now[KEY] - before[KEY]).handled == pytest.approx(120, abs=10)
+
+
+def test_histogram_quantile_matches_promql() -> None:
+    """Interpolation inside the bucket, and the highest finite bound for +Inf, as PromQL."""
+    bounds = (0.1, 1.0, 10.0)
+    assert histogram_quantile(0.5, bounds, (0, 10, 0, 0)) == pytest.approx(0.55)
+    assert histogram_quantile(0.95, bounds, (90, 5, 5, 0)) == pytest.approx(1.0)
+    assert histogram_quantile(0.99, bounds, (0, 0, 0, 5)) == 10.0
+    assert histogram_quantile(0.5, bounds, (0, 0, 0, 0)) != histogram_quantile(0.5, bounds,
+                                                                                (0, 0, 0, 0))
