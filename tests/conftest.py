@@ -148,3 +148,13 @@ def handled(samples: dict[Any, float], method: str, code: str) -> float:
     return sum(v for (name, labels), v in samples.items()
                if name == "grpc_server_handled_total" and ("grpc_method", method) in labels
                and ("grpc_code", code) in labels)
+
+
+@pytest.fixture
+def fake_kube() -> Iterator[Any]:
+    """A local fake Kubernetes API server (pods, ConfigMaps, 403/409 injection)."""
+    from tests.fakes.kube_api import FakeKubeAPI
+
+    api = FakeKubeAPI().start()
+    yield api
+    api.stop()
