@@ -51,7 +51,7 @@ class ControlServer:
         self._httpd = ThreadingHTTPServer((host, port), handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(
-            target=self._httpd.serve_forever, name="oracle-control", daemon=True
+            target=self._httpd.serve_forever, args=(0.1,), name="oracle-control", daemon=True
         )
 
     @property

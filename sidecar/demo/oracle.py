@@ -103,8 +103,11 @@ class OracleServicer(pb_grpc.OracleServiceServicer):  # type: ignore[misc]
         if delay is not None:
             seconds = delay.sample(self._rng)
             remaining = context.time_remaining()
-            if remaining is not None:  # no point sleeping past the caller's deadline
-                seconds = min(seconds, max(remaining, 0.0))
+            if remaining is not None and seconds > remaining:
+                # No point holding a thread past the caller's deadline: fail as it would.
+                self._stopping.wait(max(remaining, 0.0))
+                context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                              f"injected delay of {seconds:.3f} s outlived the deadline")
             if seconds > 0:
                 self._stopping.wait(seconds)
         rate = faults.error_rate_for(method)
@@ -276,7 +279,10 @@ class DemoOracle:
             self.reporter.set_health_callback(self._report_health)
             interceptors.append(self.reporter.server_interceptor())
         self._executor = ThreadPoolExecutor(settings.workers, thread_name_prefix="oracle-rpc")
-        self.server = grpc.server(self._executor, interceptors=interceptors)
+        # grpcio sets SO_REUSEPORT by default: a second Oracle on a busy port would "start"
+        # and silently share it. Refuse instead.
+        self.server = grpc.server(self._executor, interceptors=interceptors,
+                                  options=[("grpc.so_reuseport", 0)])
         pb_grpc.add_OracleServiceServicer_to_server(
             OracleServicer(self.knobs, self._stopping, settings.seed), self.server
         )

@@ -1,0 +1,1 @@
+"""Tests of the demo Oracle, the load generator and ``oracle-sidecar demo``."""
