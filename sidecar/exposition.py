@@ -12,6 +12,7 @@ import math
 import platform
 import time
 from collections.abc import Iterator
+from itertools import pairwise
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -26,7 +27,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from sidecar import __version__, protocol
-from sidecar.stats import Totals, summarise
+from sidecar.stats import Totals, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition"]
@@ -226,7 +227,7 @@ class Exposition:
         rpcs = []
         summed = Totals()
         for key in sorted(now):
-            d = now[key] - before[key] if key in before else now[key]
+            d = delta(now[key], before.get(key))
             summed = summed + d
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
             rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row})
@@ -258,7 +259,7 @@ class Exposition:
 
         points = []
         previous = pick(ring[0][2])
-        for (t0, _, _), (t1, wall, values) in zip(ring, ring[1:], strict=False):
+        for (t0, _, _), (t1, wall, values) in pairwise(ring):
             current = pick(values)
             d = current - previous if previous.hist or previous.codes else current
             previous = current

@@ -7,8 +7,8 @@ does, so that the JSON API, the dashboard, the alerter and Prometheus agree.
 from __future__ import annotations
 
 import math
-from itertools import accumulate
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 __all__ = ["Totals", "delta", "histogram_quantile", "summarise"]
@@ -115,14 +115,22 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         top = max(i for i, n in enumerate(d.hist) if n > 0)
         bound = bounds[top] if top < len(bounds) else math.inf
         largest = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
+    def quantile(q: float) -> float | None:
+        # PromQL's estimate, capped at the largest duration seen: interpolation inside a bucket
+        # must not report a p50 above the slowest RPC (still within the same bucket as PromQL).
+        if not d.hist:
+            return None
+        value = ms(histogram_quantile(q, bounds, d.hist))
+        return value if value is None or largest is None else min(value, largest)
+
     return {
         "count": count,
         "errors": errors,
         "error_rate_percent": round(100.0 * errors / count, 3) if count else 0.0,
         "avg_ms": round(d.sum / count * 1000, 3) if count else None,
-        "p50_ms": ms(histogram_quantile(0.50, bounds, d.hist)) if d.hist else None,
-        "p95_ms": ms(histogram_quantile(0.95, bounds, d.hist)) if d.hist else None,
-        "p99_ms": ms(histogram_quantile(0.99, bounds, d.hist)) if d.hist else None,
+        "p50_ms": quantile(0.50),
+        "p95_ms": quantile(0.95),
+        "p99_ms": quantile(0.99),
         "max_ms": largest,
         "rate_per_second": round(count / seconds, 3) if seconds > 0 else 0.0,
         "started": d.started,

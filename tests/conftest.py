@@ -38,8 +38,7 @@ def http_get(url: str, headers: dict[str, str] | None = None, timeout: float = 5
 
 
 def http_json(url: str) -> Any:
-    status, body, _ = http_get(url)
-    return json.loads(body)
+    return json.loads(http_get(url)[1])
 
 
 def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05,

@@ -1,4 +1,4 @@
-"""End to end: a real grpcio server with the interceptor -> Unix socket -> a real sidecar process."""
+"""End to end: a real grpcio server with the interceptor -> Unix socket -> a real sidecar."""
 
 from __future__ import annotations
 

@@ -70,7 +70,7 @@ def close() -> None:
             _current = None
 
 
-class track_rpc:  # noqa: N801 - used like a function: @track_rpc("name") / with track_rpc(...)
+class track_rpc:  # a class used like a function: @track_rpc("name") / with track_rpc(...)
     """Time a block or a function as an RPC on the process-wide reporter.
 
     Does nothing (and costs next to nothing) when no reporter was started.

@@ -347,7 +347,7 @@ class Reporter:
 
     def _after_fork(self) -> None:
         # The child is a new process: new identity, empty counters, its own flusher and socket.
-        was_running = self._flusher is not None and self._flusher.is_alive() or (
+        was_running = (self._flusher is not None and self._flusher.is_alive()) or (
             self in _live and not self._closed)
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
