@@ -56,7 +56,8 @@ class _RpcCollector:
         exceptions = CounterMetricFamily("oracle_sidecar_rpc_exceptions_total",
                                          "Uncaught exceptions in RPC handlers, by type.",
                                          labels=["grpc_service", "grpc_method", "exception"])
-        bounds = [floatToGoString(b) for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
+        bounds = [floatToGoString(b)  # type: ignore[no-untyped-call]
+                  for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
         for (service, method, rpc_type), t in sorted(totals.items()):
             values = [rpc_type, service, method]
             started.add_metric(values, t.started)
@@ -136,9 +137,9 @@ class Exposition:
     def __init__(self, store: Store, ready: Any = lambda: False) -> None:
         self.store = store
         self._rpc = CollectorRegistry(auto_describe=False)
-        self._rpc.register(_RpcCollector(store))  # type: ignore[arg-type]
+        self._rpc.register(_RpcCollector(store))
         self._state = CollectorRegistry(auto_describe=False)
-        self._state.register(_StateCollector(store, ready))  # type: ignore[arg-type]
+        self._state.register(_StateCollector(store, ready))
         ProcessCollector(registry=self._state)
         self._cache: dict[str, tuple[int, bytes]] = {}
 

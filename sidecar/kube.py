@@ -154,10 +154,11 @@ def _reason(err: ApiException) -> str:
 
 def _login() -> Any:
     try:
-        config.load_incluster_config()
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
     except ConfigException:
         try:
-            config.load_kube_config(config_file=os.environ.get("KUBECONFIG"))
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=os.environ.get("KUBECONFIG"))
         except (ConfigException, OSError) as err:
             raise KubeError("no Kubernetes credentials: not running in a pod with a service "
                             "account, and no usable kubeconfig "

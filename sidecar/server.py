@@ -136,7 +136,7 @@ class Receiver:
         # asyncio reads 256 KiB per datagram by default; one byte over the protocol's limit is
         # enough to tell an oversized datagram, and costs a third of the CPU.
         transport.max_size = protocol.MAX_DATAGRAM + 1  # type: ignore[attr-defined]
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport
 
     async def check(self) -> None:
         """Re-bind if the socket file was removed; report a path taken by something else."""
@@ -313,7 +313,7 @@ async def _grpc_health(target: str) -> bool | str:
         return f"{err.code().name}: {err.details()}"
     if reply.status == health_pb2.HealthCheckResponse.SERVING:
         return True
-    return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
 
 
 def create_app(settings: Settings, store: Store | None = None) -> web.Application:

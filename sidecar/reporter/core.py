@@ -229,10 +229,12 @@ class Reporter:
     def rows(self) -> list[dict[str, Any]]:
         """The cumulative totals of every method, summed over this process's threads."""
         with self._lock:
-            tables = list(self._tables)
-            alive = [(t, tab) for t, tab in tables if t is not None and t.is_alive()]
-            for _, table in (x for x in tables if x not in alive):
-                _fold(self._retired, table, len(self.buckets) + 1)
+            alive: list[tuple[threading.Thread | None, dict[str, Series]]] = []
+            for thread, table in self._tables:
+                if thread is not None and thread.is_alive():
+                    alive.append((thread, table))
+                else:  # its thread ended: nobody writes this table any more
+                    _fold(self._retired, table, len(self.buckets) + 1)
             self._tables = alive
             sources = [self._retired, *(tab for _, tab in alive)]
         merged: dict[str, dict[str, Any]] = {}
