@@ -129,7 +129,7 @@ def test_grpc_health_service_follows_health_and_shutdown():
 
 
 def test_runs_without_the_monitoring_package(procs):
-    """With sidecar.reporter unimportable, the Oracle serves every RPC and says monitoring is off."""
+    """With sidecar.reporter unimportable the Oracle serves every RPC, saying monitoring is off."""
     proc, port, control = start_oracle(procs, code=WITHOUT_REPORTER)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.OracleServiceStub(channel)
