@@ -12,6 +12,7 @@ FROM python:3.12-slim AS builder
 # final image carries no installer.
 RUN python -m venv --without-pip /opt/venv
 
+# The source tree's place in the builder; nothing of it reaches the final image.
 WORKDIR /src
 
 # The dependency list alone first, so that the dependency layer is rebuilt only when it changes.
@@ -64,6 +65,8 @@ EXPOSE 9090 9000
 # Numeric user and group, so that Kubernetes can check runAsNonRoot without reading /etc/passwd.
 USER 10001:10001
 
-# One entry point for every role; the default role is the sidecar.
+# One entry point for every role.
 ENTRYPOINT ["oracle-sidecar"]
+
+# The default role is the sidecar; the chart passes the role as args.
 CMD ["serve"]
