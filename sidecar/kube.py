@@ -60,6 +60,7 @@ class Pod:
     phase: str
     ready: bool
     node: str | None = None
+    terminating: bool = False  # deletionTimestamp is set: the pod is going away
 
 
 def current_namespace() -> str | None:
@@ -95,6 +96,7 @@ class Kube:
                 phase=(status.phase or "Unknown") if status else "Unknown",
                 ready=ready,
                 node=item.spec.node_name if item.spec else None,
+                terminating=item.metadata.deletion_timestamp is not None,
             ))
         return sorted(pods, key=lambda p: p.name)
 

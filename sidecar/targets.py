@@ -29,6 +29,7 @@ class Target:
     phase: str | None = None
     pod_ready: bool | None = None
     problem: str | None = None  # why it cannot be asked (e.g. "Pending, no IP yet")
+    terminating: bool = False  # the pod is being deleted (rollout, scale-down)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,8 @@ async def discover(how: Discovery, kube: Any | None = None) -> list[Target]:
     for pod in pods:
         problem = None if pod.ip else f"pod is {pod.phase} and has no IP yet"
         url = f"http://{_host(pod.ip)}:{how.port}" if pod.ip else None
-        out.append(Target(pod.name, url, pod.namespace, pod.phase, pod.ready, problem))
+        out.append(Target(pod.name, url, pod.namespace, pod.phase, pod.ready, problem,
+                          pod.terminating))
     return out
 
 
