@@ -1,0 +1,35 @@
+"""Reproducible performance runs, printed as ratios against the alternatives in the same run.
+
+``python -m benchmarks`` runs them all (about ten minutes on two cores) and rewrites their
+sections of docs/benchmarks.md; ``--quick`` is a short smoke run; ``--only NAME`` picks some.
+
+1. ``isolated`` (:mod:`benchmarks.isolated`): per-RPC recording cost in the service, the
+   reporter against a dict floor, prometheus-client, py-grpc-prometheus, the OpenTelemetry SDK,
+   one datagram per RPC, DogStatsD and statsd.
+2. ``e2e`` (:mod:`benchmarks.end_to_end`): a real grpcio server (sync and grpc.aio) under
+   concurrent load, uninstrumented and with each instrumentation, interleaved.
+3. ``delivery`` (:mod:`benchmarks.delivery`): at 10 000 RPC/s offered, what reaches the
+   receiver and the receiver's CPU per RPC, one datagram per RPC against snapshots.
+4. ``sidecar`` (:mod:`benchmarks.sidecar_server`): snapshots/s on one core, /metrics and
+   /api/v1/snapshot latency for 8 and 800 methods, RSS.
+5. ``dashboard`` (:mod:`benchmarks.dashboard`): the dashboard's /api/status and one alerter run
+   against 20 targets.
+6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
+
+Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
+spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
+and the Unix sockets of its own temporary directory, and each ends the processes it started.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BENCHMARKS"]
+
+BENCHMARKS = {
+    "isolated": "benchmarks.isolated",
+    "e2e": "benchmarks.end_to_end",
+    "delivery": "benchmarks.delivery",
+    "sidecar": "benchmarks.sidecar_server",
+    "dashboard": "benchmarks.dashboard",
+    "freshness": "benchmarks.freshness",
+}

@@ -1,0 +1,95 @@
+"""What the benchmarks ran on, and what a process costs: CPU seconds and RSS from /proc."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from importlib import metadata
+from typing import Any
+
+__all__ = ["LIBRARIES", "cpu_seconds", "describe", "machine_line", "memory_mib"]
+
+# Distributions whose versions change the figures.
+LIBRARIES = ("grpcio", "prometheus-client", "py-grpc-prometheus", "opentelemetry-sdk",
+             "datadog", "statsd", "aiohttp")
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key and key not in info:
+                    info[key] = value.strip()
+    except OSError:
+        pass
+    return info
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def describe() -> dict[str, Any]:
+    """CPU model, cores, kernel, Python, library versions, load: what a table must name."""
+    cpu = _cpuinfo()
+    model = cpu.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in cpu and "model" in cpu:
+        model += f" (family {cpu['cpu family']}, model {cpu['model']})"
+    if "hypervisor" in cpu.get("flags", "").split():
+        model += ", virtual machine"
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return {
+        "cpu": model,
+        "cores": os.cpu_count() or 0,
+        "usable_cores": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "versions": versions,
+        "load": os.getloadavg(),
+        "max_dgram_qlen": _read("/proc/sys/net/unix/max_dgram_qlen"),
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "executable": sys.executable,
+    }
+
+
+def machine_line(m: dict[str, Any]) -> str:
+    """One Markdown paragraph naming the machine, for the head of every table."""
+    libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+    return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
+            f"Linux {m['kernel']}, {m['python']}; {libs}. "
+            f"Load average at start {m['load'][0]:.2f} / {m['load'][1]:.2f} / {m['load'][2]:.2f} "
+            f"(1/5/15 min). Run {m['date']}.")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (its threads included)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    # After the command name: state is fields[0], utime is field 14 of the full line.
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def memory_mib(pid: int) -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of a process, in MiB."""
+    out = {}
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            key, _, value = line.partition(":")
+            if key in ("VmRSS", "VmHWM"):
+                out[key] = int(value.split()[0]) / 1024
+    return out

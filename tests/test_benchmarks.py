@@ -1,0 +1,42 @@
+"""The benchmarks run and print their tables; their figures are never asserted (no timed tests)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_isolated_benchmark_quick_prints_its_ratio_table(tmp_path: Path) -> None:
+    """The quick isolated benchmark prints a ratio row per alternative and writes its section."""
+    out = tmp_path / "benchmarks.md"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "isolated", "--output",
+         str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "× reporter, median (min–max)" in text
+    for row in ("floor: plain dict", "**reporter** (interceptor path)",
+                "prometheus-client, cached children", "prometheus-client, `labels()` per call",
+                "py-grpc-prometheus `PromServerInterceptor`", "OpenTelemetry SDK histogram",
+                "one Unix datagram per RPC", "datadog DogStatsD, Unix socket",
+                "statsd over UDP 127.0.0.1"):
+        line = next((ln for ln in text.splitlines() if ln.startswith(f"| {row} ")), None)
+        assert line is not None, f"no row for {row!r} in:\n{text}"
+        assert "×" in line or "reference" in line
+    assert "Machine: " in text and "Command: `" in text
+    doc = out.read_text()
+    assert "<!-- BEGIN bench:isolated -->" in doc and "<!-- END bench:isolated -->" in doc
+    assert "× reporter" in doc
+
+
+def test_unknown_benchmark_name_is_refused() -> None:
+    """Asking for a benchmark that does not exist names the ones that do, and exits 2."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope", "--no-write"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "isolated" in done.stderr and "nope" in done.stderr
