@@ -121,3 +121,38 @@ def test_cli_table_and_bad_flags(procs, oracle):
     bad = procs("bad", ["load"], env={"LOAD_CONCURRENCY": "many"})
     assert bad.proc.wait(30) == 2
     assert "LOAD_CONCURRENCY" in bad.log()
+
+
+def test_progress_goes_to_a_terminal_and_never_into_the_json(oracle):
+    """With stderr on a terminal a progress line is drawn there; stdout stays one JSON object."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "sidecar.cli", "load", "--target", f"127.0.0.1:{oracle.port}",
+             "--duration", "1.2", "--rate", "40", "--json"],
+            stdout=subprocess.PIPE, stderr=follower, stdin=subprocess.DEVNULL, timeout=30,
+            check=True,
+        )
+        os.close(follower)
+        follower = -1
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the terminal's other end is closed and drained
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert b"RPC/s" in drawn
+    assert b"s left" in drawn
+    assert json.loads(proc.stdout)["total"] > 0

@@ -176,3 +176,22 @@ def test_a_busy_port_is_a_clear_error(procs, oracle):
     errors = [line for line in json_log(proc) if line["level"] == "ERROR"]
     assert errors
     assert f"127.0.0.1:{oracle.port}" in errors[0]["message"]
+
+
+def test_scenario_flag_moves_the_running_oracle_through_its_phases(procs, tmp_path):
+    """--scenario degraded,healthy --phase-seconds 1: HealthCheck says degraded, then healthy."""
+    _, port, control = start_oracle(procs, "--scenario", "degraded,healthy", "--phase-seconds",
+                                    "1", socket_path=str(tmp_path / "nobody.sock"))
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.OracleServiceStub(channel)
+        seen: list[str] = []
+
+        def status_changed_twice() -> bool:
+            status = stub.HealthCheck(pb.HealthCheckRequest(), timeout=2).status
+            if not seen or seen[-1] != status:
+                seen.append(status)
+            return len(seen) >= 3
+
+        wait_for(status_changed_twice, 5, "two phase changes", interval=0.05)
+    assert seen[:3] in (["degraded", "healthy", "degraded"], ["healthy", "degraded", "healthy"])
+    assert http("GET", control + "/knobs")[1]["scenario"]["phases"] == ["degraded", "healthy"]

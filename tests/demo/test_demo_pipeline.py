@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_the_latency_knob_pushes_p95_above_ten_seconds(procs, sidecar):
 
     def p95() -> float | None:
         rows = http("GET", url + "/api/v1/snapshot")[1]["windows"]["all"]["rpcs"]
-        row = next((r for r in rows if r["method"] == "GetReading"), {})
+        row: dict[str, Any] = next((r for r in rows if r["method"] == "GetReading"), {})
         return float(row["p95_ms"]) if row.get("count") == 20 else None
 
     assert wait_for(p95, 5, "GetReading in the snapshot") > 10_000

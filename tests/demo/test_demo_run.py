@@ -23,6 +23,13 @@ def _start_demo(procs, *extra: str):
     return proc, ports
 
 
+def _logged(proc, pattern: str) -> str:
+    """The first group of ``pattern`` in the demo's output; fails the test when absent."""
+    match = re.search(pattern, proc.log())
+    assert match is not None, f"{pattern!r} not in the demo's output:\n{proc.log()}"
+    return match.group(1)
+
+
 def _children(proc) -> dict[str, int]:
     return {name: int(pid) for name, pid in
             re.findall(r"demo: started (\w+) \(pid (\d+)\)", proc.log())}
@@ -35,7 +42,7 @@ def test_demo_serves_every_method_and_sigint_stops_everything(procs):
     wait_for(lambda: "Press Ctrl-C to stop." in proc.log() or not proc.running(), 30,
              "the demo to start everything")
     assert proc.running(), proc.log()
-    socket_path = Path(re.search(r"demo: socket (\S+)", proc.log()).group(1))
+    socket_path = Path(_logged(proc, r"demo: socket (\S+)"))
     children = _children(proc)
     assert {"sidecar", "oracle", "load"} <= set(children)
     assert all(alive(pid) for pid in children.values())
@@ -69,7 +76,7 @@ def test_a_dying_child_is_named_and_the_rest_are_stopped(procs):
     log = proc.log()
     assert f"demo: oracle (pid {children['oracle']}) exited with code -9" in log
     assert not [name for name, pid in children.items() if alive(pid)], log
-    kept = Path(re.search(r"demo: logs kept in (\S+)", log).group(1))
+    kept = Path(_logged(proc, r"demo: logs kept in (\S+)"))
     assert (kept / "oracle.log").exists()
     assert not (kept / "metrics.sock").exists()
     shutil.rmtree(kept)
@@ -87,7 +94,7 @@ def test_a_busy_port_stops_the_demo_with_the_reason(procs):
     log = proc.log()
     assert "demo: oracle (pid" in log
     assert "cannot listen for gRPC" in log
-    shutil.rmtree(re.search(r"demo: logs kept in (\S+)", log).group(1))
+    shutil.rmtree(_logged(proc, r"demo: logs kept in (\S+)"))
 
 
 def test_children_do_not_outlive_a_killed_demo(procs):
@@ -96,7 +103,7 @@ def test_children_do_not_outlive_a_killed_demo(procs):
     wait_for(lambda: "Press Ctrl-C to stop." in proc.log() or not proc.running(), 30,
              "the demo to start everything")
     children = _children(proc)
-    socket_dir = Path(re.search(r"demo: socket (\S+)", proc.log()).group(1)).parent
+    socket_dir = Path(_logged(proc, r"demo: socket (\S+)")).parent
     proc.stop(signal.SIGKILL)
     try:
         wait_for(lambda: not any(alive(pid) for pid in children.values()), 15,
