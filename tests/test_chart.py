@@ -768,11 +768,9 @@ def leaves(values: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 def schema_node(schema: dict[str, Any], key: str) -> dict[str, Any] | None:
     """The schema of a dotted key, or None when the schema does not describe it."""
-    node = schema
+    node: dict[str, Any] | None = schema
     for part in key.split("."):
-        node = node.get("properties", {}).get(part)  # type: ignore[assignment]
-        if node is None:
-            return None
+        node = node.get("properties", {}).get(part) if node is not None else None
     return node
 
 
