@@ -388,7 +388,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--failing-check", env="ORACLE_FAILING_CHECK", default="ephemeris",
                 help="the named check that fails when health is degraded or down")
     options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=argument_type(parse_scenario),
-                default=(), help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
+                default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
                 type=options.positive_float, default=120.0, help="length of a scenario phase")

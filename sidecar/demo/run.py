@@ -312,7 +312,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--rate", env="DEMO_RATE", type=non_negative_rate, default=16.0,
                 help="calls per second of the gentle load, over all 8 methods (0: no load)")
     options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=argument_type(parse_scenario),
-                default=(), help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
+                default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
                 type=options.positive_float, default=120.0, help="length of a scenario phase")
