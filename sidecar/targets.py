@@ -96,9 +96,13 @@ async def fetch_json(session: aiohttp.ClientSession, target: Target, path: str,
                 if response.content_length is not None and response.content_length > max_body:
                     return done(response.status, None,
                                 f"answer too large ({response.content_length} bytes)")
-                raw = await response.content.read(max_body + 1)
-                if len(raw) > max_body:
-                    return done(response.status, None, f"answer larger than {max_body} bytes")
+                # read(n) returns what has arrived so far, not n bytes: gather to the end.
+                raw = bytearray()
+                async for chunk in response.content.iter_any():
+                    raw += chunk
+                    if len(raw) > max_body:
+                        return done(response.status, None,
+                                    f"answer larger than {max_body} bytes")
                 try:
                     body = json.loads(raw)
                 except ValueError:

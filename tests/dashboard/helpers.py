@@ -1,0 +1,135 @@
+"""Helpers for the dashboard tests: synthetic traffic through a real reporter, a dashboard process."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sidecar.reporter.core import Reporter
+from tests.conftest import free_port, http_get, wait_for
+
+XSS = "<img src=x onerror=alert(1)>"
+SERVICE = "nps.oracle.OracleService"
+
+# method -> (typical seconds, share of calls that fail, error code)
+ORACLE_METHODS: dict[str, tuple[float, float, str]] = {
+    "GetReading": (0.012, 0.0, "INTERNAL"),
+    "GetNameReading": (0.018, 0.004, "INVALID_ARGUMENT"),
+    "GetQuestionSign": (0.009, 0.0, "INTERNAL"),
+    "GetDailyInsight": (0.045, 0.01, "UNAVAILABLE"),
+    "SuggestRange": (0.006, 0.0, "INTERNAL"),
+    "AnalyzeSession": (0.26, 0.03, "DEADLINE_EXCEEDED"),
+    "GetTimingAlignment": (0.021, 0.0, "INTERNAL"),
+    "HealthCheck": (0.001, 0.0, "INTERNAL"),
+}
+
+
+@dataclass
+class Traffic:
+    """Feeds a real Reporter with plausible RPC observations from a thread of its own.
+
+    ``rate`` calls per second spread over ``methods``; durations are log-normal around each
+    method's typical time. ``calls`` counts what was recorded, per method.
+    """
+
+    reporter: Reporter
+    rate: float = 40.0
+    methods: dict[str, tuple[float, float, str]] = field(
+        default_factory=lambda: dict(ORACLE_METHODS))
+    seed: int = 1
+    slowdown: float = 1.0
+    calls: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> Traffic:
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        rng = random.Random(self.seed)
+        names = list(self.methods)
+        weights = [3.0 if n.startswith("Get") else 1.0 for n in names]
+        step = 0.05
+        while not self._stop.wait(step):
+            for _ in range(max(1, round(self.rate * step))):
+                name = rng.choices(names, weights)[0]
+                typical, fail, code = self.methods[name]
+                series = self.reporter.series(f"/{SERVICE}/{name}")
+                if series is None:
+                    continue
+                seconds = typical * self.slowdown * rng.lognormvariate(0, 0.5)
+                failed = rng.random() < fail
+                self.reporter.observe(series, seconds, code if failed else "OK",
+                                      "RuntimeError" if failed and code == "INTERNAL" else None)
+                self.calls[name] = self.calls.get(name, 0) + 1
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+
+@dataclass
+class DashboardProcess:
+    """A real ``oracle-sidecar dashboard`` process on a free port."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def start(self) -> DashboardProcess:
+        log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("DASHBOARD_", "ORACLE_", "ALERT_"))}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "sidecar.cli", "dashboard", "--host", "127.0.0.1",
+             "--port", str(self.port), *self.args],
+            stdout=log, stderr=subprocess.STDOUT, env={**env, **self.env})
+        log.close()
+        wait_for(lambda: http_get(self.url + "livez", timeout=2)[0] == 200, 15,
+                 message="the dashboard to answer /livez")
+        return self
+
+    def status(self, window: str = "1m") -> Any:
+        return json.loads(http_get(f"{self.url}api/status?window={window}")[1])
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def alert_state(now: float | None = None) -> dict[str, Any]:
+    """Alerter state as the alerter writes it: one open alert, one resolved."""
+    now = now or time.time()
+    return {"version": 1, "updated": now - 12, "alerts": {
+        f"error_rate|oracle-1|{SERVICE}/AnalyzeSession": {
+            "kind": "error_rate", "severity": "WARNING", "target": "oracle-1",
+            "rpc": f"{SERVICE}/AnalyzeSession", "open": True, "opened": now - 240,
+            "last_sent": now - 240, "cooldown_until": now + 60,
+            "summary": "AnalyzeSession error rate 3.1 % over 5 min (threshold 2 %)"},
+        "unreachable|oracle-0|-": {
+            "kind": "unreachable", "severity": "CRITICAL", "target": "oracle-0", "rpc": None,
+            "open": False, "opened": now - 1900, "last_sent": now - 1900,
+            "cooldown_until": now - 1600, "summary": "oracle-0 did not answer for 90 s"},
+    }}
