@@ -113,13 +113,13 @@ class _Demo:
 
     # -- children ------------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> _Child:
+    def spawn(self, name: str, argv: list[str]) -> _Child:
         log_path = None if self.args.verbose else self.dir / f"{name}.log"
         log_file = open(log_path, "wb") if log_path else None  # noqa: SIM115 - closed in stop
         preexec = _die_with_parent if sys.platform == "linux" else None
         proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar.cli", *argv],
-            env=env or self.env,
+            env=self.env,
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=subprocess.STDOUT if log_file else None,
@@ -220,9 +220,10 @@ class _Demo:
         elif not _importable("sidecar.dashboard.app"):
             _say("dashboard skipped: the module sidecar.dashboard.app is not installed")
         else:
-            env = {**self.env, "DASHBOARD_PORT": str(a.dashboard_port)}
-            dashboard = self.spawn(
-                "dashboard", ["dashboard", "--target", f"http://127.0.0.1:{a.http_port}"], env)
+            dashboard = self.spawn("dashboard", [
+                "dashboard", "--port", str(a.dashboard_port),
+                "--target", f"http://127.0.0.1:{a.http_port}",
+            ])
             self.wait_until(dashboard, "its port", lambda: _tcp_open(a.dashboard_port))
             _say(f"started dashboard (pid {dashboard.proc.pid}) on "
                  f"http://localhost:{a.dashboard_port}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -56,6 +57,11 @@ def test_demo_serves_every_method_and_sigint_stops_everything(procs):
 
     wait_for(all_methods_counted, 10, "grpc_server_handled_total for all eight methods")
     assert "curl -s localhost:" in proc.log()
+    if importlib.util.find_spec("sidecar.dashboard.app") is not None:
+        assert "dashboard" in children
+        assert http("GET", f"http://127.0.0.1:{ports['dashboard']}/")[0] == 200
+    else:
+        assert "dashboard skipped" in proc.log()
 
     assert proc.stop(signal.SIGINT, timeout=30) == 0, proc.log()
     assert not [name for name, pid in children.items() if alive(pid)], proc.log()
