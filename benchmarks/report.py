@@ -62,13 +62,15 @@ def ratio_text(s: Spread, digits: int = 2) -> str:
 
 
 def _num(x: float, digits: int) -> str:
+    """``digits + 1`` significant digits, without exponent; thousands grouped."""
     if math.isnan(x):
         return "–"
-    if abs(x) >= 100:
+    if abs(x) >= 10 ** digits:
         return f"{x:,.0f}"
-    if abs(x) >= 10:
-        return f"{x:.{max(digits - 1, 0)}f}"
-    return f"{x:.{digits}f}"
+    if x == 0:
+        return "0"
+    decimals = max(0, digits - math.floor(math.log10(abs(x))))
+    return f"{x:.{decimals}f}"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]],
