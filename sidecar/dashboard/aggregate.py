@@ -153,7 +153,7 @@ def _window(doc: Any) -> dict[str, Any]:
 
 
 def pod_view(name: str, url: str | None, body: Any, window: str, *,
-             error: str | None = None, status: int | None = None, seconds: float = 0.0,
+             error: str | None = None, status: int | None = 200, seconds: float = 0.0,
              phase: str | None = None, pod_ready: bool | None = None,
              namespace: str | None = None) -> dict[str, Any]:
     """What the page shows of one pod, for ``window``. ``error`` when it could not be read."""

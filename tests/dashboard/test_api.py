@@ -215,7 +215,7 @@ async def test_alert_state_file_is_shown_and_its_absence_is_no_error(
     path.unlink()
     await asyncio.sleep(0.02)
     alerts = (await (await client.get("/api/status")).json())["alerts"]
-    assert alerts["readable"] is False and "cannot read" in alerts["error"]
+    assert alerts["readable"] is False and "does not exist" in alerts["error"]
 
 
 async def test_a_large_snapshot_arriving_in_chunks_is_read_whole(dashboard: Any,
