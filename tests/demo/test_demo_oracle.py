@@ -118,9 +118,9 @@ def test_grpc_health_service_follows_health_and_shutdown():
         assert grpc_health(server.port) == "NOT_SERVING"
         server.knobs.update({"health": "degraded"})
         assert grpc_health(server.port) == "SERVING"  # degraded still answers
-        stopper = threading.Thread(target=server.stop, kwargs={"drain": 1.0, "grace": 0})
+        stopper = threading.Thread(target=server.stop, kwargs={"drain": 2.0, "grace": 0})
         stopper.start()
-        wait_for(lambda: grpc_health(server.port) == "NOT_SERVING", 0.9,
+        wait_for(lambda: grpc_health(server.port) == "NOT_SERVING", 1.8,
                  "NOT_SERVING during the drain")
         stopper.join(10)
         assert not stopper.is_alive()
@@ -145,10 +145,10 @@ def test_runs_without_the_monitoring_package(procs):
 
 def test_sigterm_says_not_serving_then_exits_zero(procs, tmp_path):
     """SIGTERM: NOT_SERVING during --drain-seconds, then exit 0 with a log line for each step."""
-    proc, port, _ = start_oracle(procs, "--drain-seconds", "1.5",
+    proc, port, _ = start_oracle(procs, "--drain-seconds", "2.5",
                                  socket_path=str(tmp_path / "nobody.sock"))
     proc.proc.send_signal(signal.SIGTERM)
-    wait_for(lambda: grpc_health(port) == "NOT_SERVING", 1.4, "NOT_SERVING after SIGTERM")
+    wait_for(lambda: grpc_health(port) == "NOT_SERVING", 2.3, "NOT_SERVING after SIGTERM")
     assert proc.stop(signal.SIGTERM, timeout=10) == 0
     messages = [line["message"] for line in json_log(proc)]
     assert "received SIGTERM, stopping" in messages
