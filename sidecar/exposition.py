@@ -44,7 +44,7 @@ class _RpcCollector:
 
     def collect(self) -> Iterator[Metric]:
         store = self.store
-        totals = store.totals()
+        totals = {} if store.settling() else store.totals()
         labels = ["grpc_type", "grpc_service", "grpc_method"]
         started = CounterMetricFamily("grpc_server_started_total",
                                       "RPCs started on the server.", labels=labels)
@@ -141,18 +141,19 @@ class Exposition:
         self._state = CollectorRegistry(auto_describe=False)
         self._state.register(_StateCollector(store, ready))
         ProcessCollector(registry=self._state)
-        self._cache: dict[str, tuple[int, bytes]] = {}
+        self._cache: dict[str, tuple[tuple[int, bool], bytes]] = {}
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) for a scrape with this Accept header."""
         render, content_type = text_format.choose_encoder(accept or "")
         om = content_type.startswith("application/openmetrics-text")
         cached = self._cache.get(content_type)
-        if cached is None or cached[0] != self.store.version:
+        version = (self.store.version, self.store.settling())
+        if cached is None or cached[0] != version:
             body = render(self._rpc)
             if om:
                 body = body.removesuffix(b"# EOF\n")
-            cached = self._cache[content_type] = (self.store.version, body)
+            cached = self._cache[content_type] = (version, body)
         return cached[1] + render(self._state), content_type
 
     # -- JSON ---------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def decode(data: bytes) -> Message:
         raise ProtocolError("oversized", f"{len(data)} bytes, the limit is {MAX_DATAGRAM}")
     try:
         obj = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as err:
+    except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep nesting: Recursion
         raise ProtocolError("bad_json", f"not UTF-8 JSON: {err}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("bad_json", f"a message is a JSON object, not {_kind(obj)}")

@@ -32,6 +32,7 @@ RING_STEP = 5.0  # seconds between history points
 RING_FINE = 300.0  # points younger than this are all kept; older ones one per minute
 RING_SPAN = 3600.0
 RETIRED_IDS = 256  # expired sources remembered, so that one that comes back is not doubled
+MAX_SOURCES = 1024  # live reporting processes; a new one past this is refused until one retires
 
 
 def _totals(row: Row) -> Totals:
@@ -89,6 +90,8 @@ class Store:
         self.received = 0
         self.rejected = dict.fromkeys(protocol.REJECT_REASONS, 0)
         self.overflow_keys: set[Key] = set()
+        self._keys: set[Key] = set()  # every series ever applied: keys are never un-known
+        self._sources_full_logged = False
         self.version = 0  # bumped on every change; caches key on it
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
         self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
@@ -119,6 +122,13 @@ class Store:
         src = self.sources.get(msg.source)
         if src is None and msg.source in self._retired_ids:
             src = self._unretire(msg.source)
+        if src is None and len(self.sources) >= MAX_SOURCES:
+            if not self._sources_full_logged:
+                self._sources_full_logged = True
+                log.warning("%d reporting processes are live; messages from new ones are "
+                            "refused until some exit or expire", MAX_SOURCES)
+            raise ProtocolError("too_many_series", f"{MAX_SOURCES} reporting processes are "
+                                                   f"live; source {msg.source} is refused")
         if src is not None:
             if msg.seq < src.seq or (msg.seq == src.seq and msg.part in src.parts_seen):
                 raise ProtocolError("not_newer", f"seq {msg.seq} part {msg.part} of source "
@@ -161,18 +171,16 @@ class Store:
             if src.preexisting and msg.seq == src.first_seq and row.key not in src.rows:
                 self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + totals
             src.rows[row.key] = totals
+            self._keys.add(row.key)
         if msg.final:
             self._retire(src)
         self.version += 1
 
     def _known(self, key: Key) -> bool:
-        return key in self.retired or any(key in s.rows for s in self.sources.values())
+        return key in self._keys
 
     def _series_count(self) -> int:
-        keys = set(self.retired)
-        for s in self.sources.values():
-            keys.update(s.rows)
-        return len(keys)
+        return len(self._keys)
 
     def _retire(self, src: Source) -> None:
         for key, totals in src.rows.items():
@@ -288,6 +296,18 @@ class Store:
             if rank[state] > rank[worst]:
                 worst, reason = state, why
         return worst, reason
+
+    def settling(self) -> bool:
+        """True while a restarted sidecar may not yet have heard from every running process.
+
+        A sidecar that starts beside processes that were already running hears from them one
+        by one, within a flush interval each. Until ``stale_after`` has passed (every live
+        process pushes within it), a per-RPC sum would miss the processes not yet heard from,
+        and Prometheus would take the dip for a counter reset. The RPC series are held back
+        meanwhile; a sidecar that starts before its processes never settles.
+        """
+        return (self.clock() - self.started < self.stale_after
+                and any(s.preexisting for s in self.sources.values()))
 
     def last_push_age(self) -> float | None:
         """Seconds since the most recent push from any live source."""
