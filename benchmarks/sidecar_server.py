@@ -81,9 +81,10 @@ class Pusher:
         self.started = time.time()
         self.rng = random.Random(3)
         n = len(protocol.DEFAULT_BUCKETS) + 1
-        self.rows = [{"service": SERVICE, "method": m, "type": "unary", "started": 0,
-                      "codes": {"OK": 0, "INTERNAL": 0, "NOT_FOUND": 0}, "hist": [0] * n,
-                      "sum": 0.0, "max": 0.0} for m in self.names]
+        self.rows: list[dict[str, Any]] = [
+            {"service": SERVICE, "method": m, "type": "unary", "started": 0,
+             "codes": {"OK": 0, "INTERNAL": 0, "NOT_FOUND": 0}, "hist": [0] * n, "sum": 0.0,
+             "max": 0.0} for m in self.names]
 
     def push(self) -> int:
         self.seq += 1
