@@ -19,6 +19,7 @@ A service copies this pattern so it runs unchanged when the package is missing::
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable
 from typing import Any
@@ -53,6 +54,10 @@ def start(
         if _current is None:
             _current = Reporter(service, version, methods, socket_path, interval, buckets,
                                 max_series)
+        elif (service, version) != (_current.service, _current.version):
+            logging.getLogger("sidecar.reporter").warning(
+                "reporter already started for %r %r; start(%r, %r) returns that one",
+                _current.service, _current.version, service, version)
         return _current.start()
 
 

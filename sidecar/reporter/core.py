@@ -191,8 +191,16 @@ class Reporter:
 
     # -- health -------------------------------------------------------------------------------
 
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last push reached the sidecar (None before the first push)."""
+        return self._receiver_ok
+
     def set_health(self, status: str, checks: dict[str, str] | None = None) -> None:
-        """Report ``healthy``, ``degraded`` or ``down`` with named checks from now on."""
+        """Report ``healthy``, ``degraded`` or ``down`` with named checks from now on.
+
+        A health callback, when one is set, takes precedence over this value.
+        """
         if status not in protocol.HEALTH_STATES:
             raise ValueError(f"health status {status!r} is not one of "
                              f"{', '.join(protocol.HEALTH_STATES)}")

@@ -67,28 +67,45 @@ def _rewrap(handler: grpc.RpcMethodHandler, attr: str, behavior: Callable[..., A
     )
 
 
-class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    """For ``grpc.server(..., interceptors=[reporter.server_interceptor()])``."""
+# Services whose RPCs are plumbing, not the service's work: the sidecar's own readiness probe
+# calls grpc.health.v1 every second, and counting it would show traffic on an idle server.
+SKIPPED = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
-    def __init__(self, reporter: Reporter) -> None:
+
+class _Wrapping:
+    """The handler cache both interceptors share: one wrapped handler per method."""
+
+    def __init__(self, reporter: Reporter, skip: tuple[str, ...] = SKIPPED) -> None:
         self._reporter = reporter
+        self._skip = skip
         self._cache: dict[str, tuple[Any, Any]] = {}
 
-    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        handler = continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
+    def _wrapped(self, handler: Any, method: str) -> Any:
         cached = self._cache.get(method)
         if cached is not None and cached[0] is handler:
             return cached[1]
-        attr, rpc_type = _kind(handler)
-        inner = getattr(handler, attr)
-        wrapped = _rewrap(handler, attr, self._wrap(inner, method, rpc_type,
-                                                    handler.response_streaming))
+        if method.startswith(self._skip):
+            wrapped = handler
+        else:
+            attr, rpc_type = _kind(handler)
+            behaviour = self._wrap(getattr(handler, attr), method, rpc_type,
+                                   handler.response_streaming)
+            wrapped = _rewrap(handler, attr, behaviour)
         if len(self._cache) < 10_000:
             self._cache[method] = (handler, wrapped)
         return wrapped
+
+    def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
+              streaming: bool) -> Callable[..., Any]:
+        raise NotImplementedError
+
+
+class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc]
+    """For ``grpc.server(..., interceptors=[reporter.server_interceptor()])``."""
+
+    def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = continuation(details)
+        return None if handler is None else self._wrapped(handler, details.method)
 
     def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
               streaming: bool) -> Callable[..., Any]:
@@ -133,30 +150,14 @@ class ServerInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return streamed
 
 
-class AioServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AioServerInterceptor(_Wrapping, grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """For ``grpc.aio.server(interceptors=[reporter.aio_server_interceptor()])``."""
-
-    def __init__(self, reporter: Reporter) -> None:
-        self._reporter = reporter
-        self._cache: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self, continuation: Callable[..., Awaitable[Any]], details: Any
     ) -> Any:
         handler = await continuation(details)
-        if handler is None:
-            return None
-        method: str = details.method
-        cached = self._cache.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        attr, rpc_type = _kind(handler)
-        inner = getattr(handler, attr)
-        wrapped = _rewrap(handler, attr, self._wrap(inner, method, rpc_type,
-                                                    handler.response_streaming))
-        if len(self._cache) < 10_000:
-            self._cache[method] = (handler, wrapped)
-        return wrapped
+        return None if handler is None else self._wrapped(handler, details.method)
 
     def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
               streaming: bool) -> Callable[..., Any]:
