@@ -21,6 +21,7 @@ Failure injection, one behaviour per request from ``script`` (then "ok")::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import threading
 import time
@@ -151,10 +152,8 @@ class FakeTelegramAPI:
                                 content_type="text/html")
         if behaviour == "timeout":
             assert self._closing is not None
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closing.wait(), self.hang_seconds)
-            except TimeoutError:
-                pass
             return error(504, "Gateway Timeout")
         if behaviour == "ok_false":
             return error(400, "Bad Request: chat not found")
