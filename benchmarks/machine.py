@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import subprocess
 import sys
 import time
 from importlib import metadata
@@ -39,6 +40,19 @@ def _read(path: str) -> str | None:
         return None
 
 
+def _revision() -> str:
+    """The commit measured, and whether the package differed from it (others edit too)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, timeout=10,
+                              capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sidecar"], cwd=root,
+                               timeout=10, capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown revision"
+    return f"commit {head}" + (" with uncommitted changes in sidecar/" if dirty else "")
+
+
 def describe() -> dict[str, Any]:
     """CPU model, cores, kernel, Python, library versions, load: what a table must name."""
     cpu = _cpuinfo()
@@ -64,6 +78,7 @@ def describe() -> dict[str, Any]:
         "max_dgram_qlen": _read("/proc/sys/net/unix/max_dgram_qlen"),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "executable": sys.executable,
+        "revision": _revision(),
     }
 
 
@@ -73,7 +88,7 @@ def machine_line(m: dict[str, Any]) -> str:
     return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
             f"Linux {m['kernel']}, {m['python']}; {libs}. "
             f"Load average at start {m['load'][0]:.2f} / {m['load'][1]:.2f} / {m['load'][2]:.2f} "
-            f"(1/5/15 min). Run {m['date']}.")
+            f"(1/5/15 min). Code: {m['revision']}. Run {m['date']}.")
 
 
 def cpu_seconds(pid: int) -> float:
