@@ -321,11 +321,19 @@ async def evaluate_once(settings: Settings, *, kube: Any = None, store: Store | 
         return 1
 
 
+def _api_errors(settings: Settings) -> tuple[type[Exception], ...]:
+    """What reading targets or the state can raise; the Kubernetes client only when used."""
+    if not settings.uses_kube:
+        return (OSError, StateConflict)
+    from sidecar.kube import KubeError
+
+    return (KubeError, OSError, StateConflict)
+
+
 async def _evaluate(settings: Settings, kube: Any, store: Store | None,
                     clock: Callable[[], float], out: TextIO | None, run_id: str,
                     deadline: float) -> int:
-    from sidecar.kube import KubeError
-
+    api_errors = _api_errors(settings)
     loop = asyncio.get_running_loop()
     how = settings.discovery
     try:
@@ -337,7 +345,7 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
         if namespace is not None:
             how = Discovery(how.urls, namespace, how.selector, how.port)
         targets = await discover(how, kube)
-    except KubeError as err:
+    except api_errors as err:
         log.error("cannot list the Oracle pods: %s", err, extra={"run": run_id})
         return 1
     store = store or _store(settings, kube)
@@ -358,7 +366,7 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     if settings.dry_run:
         try:
             current = (await asyncio.to_thread(store.load)).state
-        except (KubeError, OSError) as err:
+        except api_errors as err:
             log.warning("cannot read the alert state (%s); judging as if it were empty", err)
             current = State()
         result = plan(current, evaluation, now, cooldown, run_id, claim_until)
@@ -370,7 +378,7 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     try:
         result = await _transact(store, lambda s: (
             (p := plan(s, evaluation, now, cooldown, run_id, claim_until)), p.state))
-    except (KubeError, OSError, StateConflict) as err:
+    except api_errors as err:
         # Sending without a record would repeat every alert on every run: fail loudly instead.
         log.error("cannot keep the alert state, so nothing is sent this run: %s", err,
                   extra={"state": store.where, "run": run_id})
@@ -383,7 +391,7 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     if outcomes:
         try:
             await _transact(store, lambda s: (None, settle(s, run_id, outcomes)))
-        except (KubeError, OSError, StateConflict) as err:
+        except api_errors as err:
             log.error("cannot record the deliveries; their claims expire and a later run "
                       "retries them: %s", err, extra={"state": store.where, "run": run_id})
             return 1

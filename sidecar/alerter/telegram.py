@@ -103,6 +103,8 @@ class Telegram:
                                                                       remaining))
             except TimeoutError:
                 problem = (f"no answer within {min(self.attempt_timeout, remaining):.3g} s")
+            except aiohttp.InvalidURL as err:  # a bad TELEGRAM_API_URL: retrying cannot help
+                return Delivery(False, attempt, f"bad Bot API URL: {self._describe(err)}")
             except (aiohttp.ClientError, OSError, ValueError) as err:
                 problem = f"network error: {self._describe(err)}"
             else:

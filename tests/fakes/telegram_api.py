@@ -200,7 +200,7 @@ class FakeTelegramAPI:
             app = web.Application()
             app.router.add_post("/bot{token}/sendMessage", self._send)
             app.router.add_route("*", "/{tail:.*}", self._not_found)
-            runner = web.AppRunner(app)
+            runner = web.AppRunner(app, access_log=None)  # the token is in every path
             loop.run_until_complete(runner.setup())
             site = web.TCPSite(runner, "127.0.0.1", 0)
             loop.run_until_complete(site.start())
