@@ -57,7 +57,7 @@ def run(quick: bool, machine: str, command: str) -> Section:
     why = missing()
     if why:
         return _section(None, None, why, quick, machine, command)
-    requests, alert_runs = (4, 2) if quick else (30, 5)
+    requests, alert_runs, warm = (3, 1, 1.2) if quick else (30, 5, 2.5)
     with Procs() as procs:
         _, sidecar_port, socket_path = procs.sidecar()
         pusher = Pusher(socket_path, 8)
@@ -74,7 +74,7 @@ def run(quick: bool, machine: str, command: str) -> Section:
             if replay.stdout.readline().strip() != b"ready":
                 raise RuntimeError(f"the replay server did not start:\n{procs.log(replay)}")
             urls = [f"http://127.0.0.1:{p}" for p in ports]
-            time.sleep(2.5)  # a few pushes, so the 1m window has a rate
+            time.sleep(warm)  # a push or more, so the 1m window has a rate
             dash = _dashboard(procs, urls, requests)
             alerts = _alerter(procs, urls, alert_runs)
         finally:

@@ -98,7 +98,7 @@ def _snapshot(procs: Procs, rate: float, duration: float) -> dict[str, Any]:
 
 
 def run(quick: bool, machine: str, command: str) -> Section:
-    rounds, duration = (1, 1.0) if quick else (3, 4.0)
+    rounds, duration = (1, 0.5) if quick else (3, 4.0)
     results: dict[str, list[dict[str, Any]]] = {k: [] for k in DESIGNS}
     with Procs() as procs:
         n = 0

@@ -40,21 +40,27 @@ def _ask(client: subprocess.Popen[bytes], request: dict[str, Any]) -> dict[str, 
     return dict(json.loads(line))
 
 
-def _start_server(procs: Procs, mode: str, instrument: str, socket_path: str) -> int:
-    port = free_port()
-    server = procs.python("benchmarks._grpc_server", "--mode", mode, "--instrument", instrument,
-                          "--port", str(port), "--socket", socket_path, name=f"{mode}-{instrument}",
-                          stdout=subprocess.PIPE)
-    assert server.stdout is not None
-    if server.stdout.readline().strip() != b"ready":
-        raise RuntimeError(f"{mode}/{instrument} server did not start:\n{procs.log(server)}")
-    return port
+def _start_servers(procs: Procs, mode: str, variants: list[str], socket_path: str
+                   ) -> dict[str, int]:
+    """One server per variant, started together; their ports once every one is ready."""
+    started = []
+    for v in variants:
+        port = free_port()
+        server = procs.python("benchmarks._grpc_server", "--mode", mode, "--instrument", v,
+                              "--port", str(port), "--socket", socket_path,
+                              name=f"{mode}-{v}", stdout=subprocess.PIPE)
+        started.append((v, port, server))
+    for v, _, server in started:
+        assert server.stdout is not None
+        if server.stdout.readline().strip() != b"ready":
+            raise RuntimeError(f"{mode}/{v} server did not start:\n{procs.log(server)}")
+    return {v: port for v, port, _ in started}
 
 
 def _mode(procs: Procs, client: subprocess.Popen[bytes], mode: str, variants: list[str],
           rounds: int, duration: float, warmup: float, socket_path: str
           ) -> dict[str, dict[str, list[float]]]:
-    ports = {v: _start_server(procs, mode, v, socket_path) for v in variants}
+    ports = _start_servers(procs, mode, variants, socket_path)
     ports["none#2"] = ports["none"]
     figures: dict[str, dict[str, list[float]]] = {
         v: {"rate": [], "p50": [], "p99": [], "ratio": [], "errors": []}
@@ -80,7 +86,7 @@ def _mode(procs: Procs, client: subprocess.Popen[bytes], mode: str, variants: li
 
 
 def run(quick: bool, machine: str, command: str) -> Section:
-    rounds, duration, warmup = (2, 0.5, 0.2) if quick else (7, 2.0, 0.3)
+    rounds, duration, warmup = (1, 0.4, 0.1) if quick else (7, 2.0, 0.3)
     results: dict[str, dict[str, dict[str, list[float]]]] = {}
     received = rejected = 0
     with Procs() as procs:

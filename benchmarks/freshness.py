@@ -34,7 +34,7 @@ def _count(body: bytes) -> int:
 def run(quick: bool, machine: str, command: str) -> Section:
     import grpc
 
-    samples = 4 if quick else 40
+    samples = 3 if quick else 40
     interval = 1.0
     latencies: list[float] = []
     missed = 0

@@ -145,12 +145,12 @@ def _scrapes(procs: Procs, methods: int, n: int) -> dict[str, Any]:
 
 
 def run(quick: bool, machine: str, command: str) -> Section:
-    duration = 1.0 if quick else 3.0
-    counts = (1, 100) if quick else (1, 100, 1000)
+    duration = 0.5 if quick else 3.0
+    counts = (1,) if quick else (1, 100, 1000)
     with Procs() as procs:
         ingest = [_ingest(procs, k, duration) for k in counts]
         scrapes = [_scrapes(procs, 8, 5 if quick else 40),
-                   _scrapes(procs, 800, 3 if quick else 12)]
+                   _scrapes(procs, 800, 2 if quick else 12)]
     return _section(ingest, scrapes, duration, quick, machine, command)
 
 
