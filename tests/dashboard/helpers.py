@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 import subprocess
@@ -36,8 +37,9 @@ ORACLE_METHODS: dict[str, tuple[float, float, str]] = {
 class Traffic:
     """Feeds a real Reporter with plausible RPC observations from a thread of its own.
 
-    ``rate`` calls per second spread over ``methods``; durations are log-normal around each
-    method's typical time. ``calls`` counts what was recorded, per method.
+    ``rate`` calls per second spread over ``methods``, swinging by ``wave`` (0.4: +-40 %) over
+    ``period`` seconds; durations are log-normal around each method's typical time, slower when
+    the rate is high. ``calls`` counts what was recorded, per method.
     """
 
     reporter: Reporter
@@ -46,6 +48,8 @@ class Traffic:
         default_factory=lambda: dict(ORACLE_METHODS))
     seed: int = 1
     slowdown: float = 1.0
+    wave: float = 0.0
+    period: float = 60.0
     calls: dict[str, int] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -60,14 +64,19 @@ class Traffic:
         names = list(self.methods)
         weights = [3.0 if n.startswith("Get") else 1.0 for n in names]
         step = 0.05
+        started = time.monotonic()
+        owed = 0.0
         while not self._stop.wait(step):
-            for _ in range(max(1, round(self.rate * step))):
+            swing = self.wave * math.sin(2 * math.pi * (time.monotonic() - started) / self.period)
+            owed += self.rate * (1 + swing) * step
+            calls, owed = int(owed), owed - int(owed)
+            for _ in range(calls):
                 name = rng.choices(names, weights)[0]
                 typical, fail, code = self.methods[name]
                 series = self.reporter.series(f"/{SERVICE}/{name}")
                 if series is None:
                     continue
-                seconds = typical * self.slowdown * rng.lognormvariate(0, 0.5)
+                seconds = typical * self.slowdown * (1 + swing) * rng.lognormvariate(0, 0.5)
                 failed = rng.random() < fail
                 self.reporter.observe(series, seconds, code if failed else "OK",
                                       "RuntimeError" if failed and code == "INTERNAL" else None)
@@ -96,7 +105,7 @@ class DashboardProcess:
     def start(self) -> DashboardProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child writes to it
         env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("DASHBOARD_", "ORACLE_", "ALERT_"))}
+               if not k.startswith(("DASHBOARD_", "ORACLE_", "ALERT_", "KUBE"))}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sidecar.cli", "dashboard", "--host", "127.0.0.1",
              "--port", str(self.port), *self.args],
@@ -119,17 +128,18 @@ class DashboardProcess:
                 self.proc.wait(10)
 
 
-def alert_state(now: float | None = None) -> dict[str, Any]:
+def alert_state(now: float | None = None, targets: tuple[str, str] = ("oracle-1", "oracle-0")
+                ) -> dict[str, Any]:
     """Alerter state as the alerter writes it: one open alert, one resolved."""
     now = now or time.time()
     return {"version": 1, "updated": now - 12, "alerts": {
-        f"error_rate|oracle-1|{SERVICE}/AnalyzeSession": {
-            "kind": "error_rate", "severity": "WARNING", "target": "oracle-1",
+        f"error_rate|{targets[0]}|{SERVICE}/AnalyzeSession": {
+            "kind": "error_rate", "severity": "WARNING", "target": targets[0],
             "rpc": f"{SERVICE}/AnalyzeSession", "open": True, "opened": now - 240,
             "last_sent": now - 240, "cooldown_until": now + 60,
             "summary": "AnalyzeSession error rate 3.1 % over 5 min (threshold 2 %)"},
-        "unreachable|oracle-0|-": {
-            "kind": "unreachable", "severity": "CRITICAL", "target": "oracle-0", "rpc": None,
+        f"unreachable|{targets[1]}|-": {
+            "kind": "unreachable", "severity": "CRITICAL", "target": targets[1], "rpc": None,
             "open": False, "opened": now - 1900, "last_sent": now - 1900,
-            "cooldown_until": now - 1600, "summary": "oracle-0 did not answer for 90 s"},
+            "cooldown_until": now - 1600, "summary": f"{targets[1]} did not answer for 90 s"},
     }}

@@ -83,6 +83,7 @@
     if (ms >= 1000) return `${(ms / 1000).toFixed(ms >= 10000 ? 1 : 2)} s`;
     if (ms >= 100) return `${ms.toFixed(0)} ms`;
     if (ms >= 10) return `${ms.toFixed(1)} ms`;
+    if (ms > 0 && ms < 0.01) return "<0.01 ms";
     return `${ms.toFixed(2)} ms`;
   }
 
@@ -106,6 +107,12 @@
     return new Date(unix * 1000).toLocaleTimeString([], { hour12: false });
   }
 
+  function fmtAgo(unix) {
+    if (!isNum(unix)) return DASH;
+    const ago = Date.now() / 1000 - unix;
+    return ago >= 0 ? `${fmtAge(ago)} ago` : `in ${fmtAge(-ago)}`;
+  }
+
   function fmtWhen(unix) {
     if (!isNum(unix)) return DASH;
     const ago = Date.now() / 1000 - unix;
@@ -114,6 +121,13 @@
   }
 
   const rpcName = (row) => `${row.service}/${row.method}`;
+
+  /** "pkg.Service/Method" as a bold method over a muted service, like the RPC tables. */
+  function splitRpc(text) {
+    const cut = text.lastIndexOf("/");
+    return [h("span", { class: "method" }, cut < 0 ? text : text.slice(cut + 1)),
+            cut < 0 ? null : h("span", { class: "service" }, text.slice(0, cut))];
+  }
 
   // -- fetching ------------------------------------------------------------------------------
 
@@ -328,22 +342,25 @@
     ["p95", (r) => fmtMs(r.p95_ms), (r) => latClass(r.p95_ms)],
     ["p99", (r) => fmtMs(r.p99_ms), (r) => latClass(r.p99_ms)],
     ["Max", (r) => fmtMs(r.max_ms)],
-    ["Last error", (r) => (r.last_error ? `${r.last_error.code || "?"} · ${fmtWhen(r.last_error.time)}`
-                                        : DASH)],
+    ["Last error", (r) => (r.last_error
+      ? [h("span", { class: "code" }, r.last_error.code || "?"),
+         h("span", { class: "ago", title: fmtClock(r.last_error.time) }, fmtAgo(r.last_error.time))]
+      : DASH), null, "when"],
   ];
 
   function rpcTable(rows, totals, summed) {
     const head = h("tr", {}, h("th", { scope: "col" }, "RPC"),
-      COLUMNS.map(([label]) => {
+      COLUMNS.map(([label, , , align]) => {
         const pct = summed && /^p\d/.test(label);
-        return h("th", { scope: "col", class: "num",
+        return h("th", { scope: "col", class: align || "num",
                          title: pct ? "highest pod: percentiles cannot be added" : null },
                  pct ? `${label} ▴` : label);
       }),
       summed ? h("th", { scope: "col", class: "num" }, "Pods") : null);
     const line = (row, label) => h("tr", {},
       h("th", { scope: "row", class: "rpc" }, label),
-      COLUMNS.map(([, text, cls]) => h("td", { class: `num ${cls ? cls(row) : ""}` }, text(row))),
+      COLUMNS.map(([, text, cls, align]) =>
+        h("td", { class: `${align || "num"} ${cls ? cls(row) : ""}` }, text(row))),
       summed ? h("td", { class: "num" }, String(row.pods)) : null);
     const body = rows.length
       ? rows.map((row) => line(row, [h("span", { class: "method" }, row.method),
@@ -480,9 +497,10 @@
       }
     }
     const latest = [...points].reverse().find((p) => isNum(p[spec.key]));
+    const span = `last ${fmtDuration(now - start)}`;
     const readout = h("span", { class: "chart-value" },
       latest ? spec.fmt(latest[spec.key]) : DASH);
-    const hover = h("span", { class: "chart-hover muted" }, latest ? `at ${fmtClock(latest.time)}` : "no data");
+    const middle = h("span", {}, latest ? span : "no data yet");
     chart.addEventListener("mousemove", (event) => {
       const box = chart.getBoundingClientRect();
       const t = start + ((event.clientX - box.left) / box.width) * (now - start);
@@ -492,21 +510,20 @@
       }
       if (best) {
         readout.textContent = spec.fmt(best[spec.key]);
-        hover.textContent = `at ${fmtClock(best.time)}`;
+        middle.textContent = `at ${fmtClock(best.time)}`;
       }
     });
     chart.addEventListener("mouseleave", () => {
       readout.textContent = latest ? spec.fmt(latest[spec.key]) : DASH;
-      hover.textContent = latest ? `at ${fmtClock(latest.time)}` : "no data";
+      middle.textContent = latest ? span : "no data yet";
     });
     return h("figure", { class: "chart" },
-      h("figcaption", {}, h("span", { class: "chart-title" }, spec.title), readout, hover),
+      h("figcaption", {}, h("span", { class: "chart-title" }, spec.title), readout),
       h("div", { class: "chart-box" },
         h("span", { class: "y-max" }, spec.fmt(top)),
         chart),
       h("div", { class: "x-axis muted" },
-        h("span", {}, fmtClock(start)), h("span", {}, `last ${fmtDuration(now - start)}`),
-        h("span", {}, "now")));
+        h("span", {}, fmtClock(start)), middle, h("span", {}, "now")));
   }
 
   const CHARTS = [
@@ -528,7 +545,8 @@
     const failed = history.pods.filter((p) => p.error);
     const scope = `${history.pod || "all pods"} · ${history.rpc || "all RPCs"}`;
     $("charts-note").textContent = failed.length
-      ? `${scope} · missing: ${failed.map((p) => `${p.name} (${p.error})`).join(", ")}`
+      ? `${scope} · without ${failed.map((p) => p.name).join(", ")} (no history from ${
+          failed.length === 1 ? "it" : "them"})`
       : `${scope} · p95 is the highest pod's`;
     if (state.historyError) $("charts-note").textContent += ` · last update failed: ${state.historyError}`;
   }
@@ -554,7 +572,7 @@
                         !a.open ? "muted" : a.severity === "CRITICAL" ? "bad" : "warn")),
       h("td", {}, a.kind || DASH),
       h("td", {}, a.target || DASH),
-      h("td", {}, a.rpc || DASH),
+      h("td", { class: "rpc" }, a.rpc ? splitRpc(a.rpc) : DASH),
       h("td", {}, fmtWhen(a.opened)),
       h("td", {}, fmtWhen(a.last_sent)),
       h("td", {}, a.cooldown_until && a.cooldown_until > Date.now() / 1000
