@@ -90,8 +90,13 @@ def render(notice: Notice, now: float, hint: str | None = None) -> str:
             lines.append(_line("Since", f"{utc(notice.opened)} ({duration(now - notice.opened)})"))
     else:
         lasted = duration(now - notice.opened) if notice.opened is not None else "?"
-        what = "is gone (replaced or scaled down)" if notice.gone else "recovered"
-        lines.append(f"{icon} <b>INFO: {escape(notice.target)} {what} after {lasted}</b>")
+        if notice.target.startswith("pods:"):
+            title = f"Oracle pods running again after {lasted}"
+        elif notice.gone:
+            title = f"{notice.target} is gone (replaced or scaled down) after {lasted}"
+        else:
+            title = f"{notice.target} recovered after {lasted}"
+        lines.append(f"{icon} <b>INFO: {escape(title)}</b>")
         lines.append(_where(notice))
         if notice.opened is not None:
             lines.append(_line("Incident", f"{lasted}, since {utc(notice.opened)}"))

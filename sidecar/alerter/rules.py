@@ -119,6 +119,8 @@ def _number(value: Any) -> float | None:
 
 
 def _seconds(ms: float) -> str:
+    if ms < 1000:
+        return f"{ms:.3g} ms"
     return f"{ms / 1000:.3g} s" if ms < 100_000 else f"{ms / 1000:.0f} s"
 
 
@@ -148,7 +150,7 @@ def no_running_pod(selector: str, namespace: str, targets: Iterable[Target]) -> 
         "unreachable", "CRITICAL", name, None,
         title=f"no Oracle pod running in {namespace}",
         summary=f"no Oracle pod running: {what}",
-        facts=(("Selector", selector), ("Pods", what)),
+        facts=(("Found", what),),
         namespace=namespace,
     )
     return Verdict(name, "failing", (finding,), what, namespace)

@@ -113,3 +113,26 @@ def test_probe_message_and_utc() -> None:
     assert "in namespace &lt;x&gt;" in text
     assert utc(0) == "1970-01-01 00:00:00 UTC"
     parse_html(text)
+
+
+@pytest.mark.parametrize(("target", "gone", "is_pod", "title"), [
+    ("oracle-a", False, True, "✅ <b>INFO: oracle-a recovered after 2 min</b>"),
+    ("oracle-a", True, False,
+     "✅ <b>INFO: oracle-a is gone (replaced or scaled down) after 2 min</b>"),
+    ("pods:app=oracle", False, False, "✅ <b>INFO: Oracle pods running again after 2 min</b>"),
+])
+def test_info_titles(target: str, gone: bool, is_pod: bool, title: str) -> None:
+    """Recovered, gone, and pods back behind the selector each say so in the first line."""
+    notice = Notice("INFO", target, (f"degraded|{target}|-",), "oracle", is_pod,
+                    opened=NOW - 120, was=("x",), gone=gone)
+    assert render(notice, NOW).split("\n")[0] == title
+
+
+def test_small_latencies_read_in_milliseconds() -> None:
+    """P50 of a few milliseconds is shown in ms, P95 above a second in s."""
+    from sidecar.alerter.rules import Thresholds, judge
+    from tests.alerter.conftest import answer, rpc, snapshot
+
+    (finding,) = judge(answer(snapshot(rows=[rpc("GetReading", 40, p95_ms=12_400)])),
+                       Thresholds()).findings
+    assert dict(finding.facts)["Also"] == "p50 5 ms, p99 12.4 s, max 12.4 s"

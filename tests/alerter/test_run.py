@@ -203,7 +203,7 @@ async def test_no_pod_matching_the_selector_is_critical(telegram: FakeTelegramAP
     assert f"Pods: {SELECTOR} in namespace oracle" in message
     fake_kube.pods = [pod("oracle-a", "127.0.0.1", namespace=NS)]
     assert await evaluate_once(settings, kube=kube) == 0
-    assert telegram.texts()[1].startswith(f"✅ INFO: pods:{SELECTOR} recovered after")
+    assert telegram.texts()[1].startswith("✅ INFO: Oracle pods running again after")
 
 
 async def test_terminating_pods_do_not_page(telegram: FakeTelegramAPI, fake_kube: FakeKubeAPI,
