@@ -241,6 +241,10 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(evaluate_once(settings))
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Through the log handlers (which redact the token), not Python's bare traceback.
+        log.exception("the alerter failed unexpectedly")
+        return 1
 
 
 # -- one evaluation ----------------------------------------------------------------------------
@@ -348,7 +352,11 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     except api_errors as err:
         log.error("cannot list the Oracle pods: %s", err, extra={"run": run_id})
         return 1
-    store = store or _store(settings, kube)
+    if store is None:
+        store = _store(settings, kube)
+        if isinstance(store, MemoryStore):
+            log.warning("no --state-file or --state-configmap: nothing is remembered between "
+                        "runs, so every run sends every due alert again")
 
     timeout = max(min(settings.fetch_timeout, deadline - loop.time() - 1), 0.1)
     async with aiohttp.ClientSession() as session:
@@ -501,7 +509,10 @@ async def _loop(settings: Settings) -> int:
     log.info("evaluating every %g s until stopped", settings.interval,
              extra={"interval": settings.interval})
     while not stop.is_set():
-        await evaluate_once(settings, kube=kube, store=store)
+        try:
+            await evaluate_once(settings, kube=kube, store=store)
+        except Exception:
+            log.exception("the evaluation failed unexpectedly; trying again next interval")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), settings.interval)
     log.info("stopped")
