@@ -44,8 +44,10 @@ HEADER = """\
 # GENERATED - do not edit. The source is charts/oracle/templates/prometheusrule.yaml; this file
 # is its spec, rendered by `prometheus/render.py`{how}.
 # Change the selector, thresholds or excluded codes by rendering again, e.g.
-#   .venv/bin/python prometheus/render.py -o my-rules.yaml --set 'prometheusRule.selector=job="oracle"'
-# Check: promtool check rules {name}; unit tests: promtool test rules prometheus/oracle-rules.test.yaml
+#   .venv/bin/python prometheus/render.py -o my-rules.yaml \\
+#       --set 'prometheusRule.selector=job="oracle"'
+# Check: promtool check rules {name}
+# Unit tests: promtool test rules prometheus/oracle-rules.test.yaml
 """
 
 ANNOTATION_ORDER = ("summary", "description", "runbook_url")

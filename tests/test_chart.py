@@ -38,7 +38,8 @@ CASE_IDS = [f"{scenario}-{'native' if native else 'plain'}" for scenario, native
 
 # Kinds outside Kubernetes itself, which kubernetes_validate has no schema for; each is checked
 # field by field in its own test below.
-OPERATOR_KINDS = {("monitoring.coreos.com/v1", "PodMonitor")}
+OPERATOR_KINDS = {("monitoring.coreos.com/v1", "PodMonitor"),
+                  ("monitoring.coreos.com/v1", "PrometheusRule")}
 
 # The yamllint rules for the chart: the defaults, except that Helm files open without "---",
 # Helm's toYaml writes block sequences flush with their key, and 100 columns as in the code.
@@ -682,6 +683,121 @@ def test_podmonitor_scrapes_the_sidecar_port(full) -> None:
         {"port": "metrics", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
     port_names = {p["name"] for c in containers(oracle_pod(full)) for p in c["ports"]}
     assert "metrics" in port_names
+
+
+@pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
+def test_podmonitor_and_scrape_annotations_name_the_same_port_and_path(rendered, case) -> None:
+    """The PodMonitor's port name and the prometheus.io/port number are the same container port."""
+    r = rendered[case]
+    template = r.get("Deployment", FULLNAME)["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    ports = {p["name"]: p["containerPort"] for c in containers(template["spec"])
+             for p in c.get("ports", [])}
+    for monitor in r.kinds("PodMonitor"):
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            assert str(ports[endpoint["port"]]) == annotations["prometheus.io/port"]
+            assert endpoint["path"] == annotations["prometheus.io/path"]
+
+
+def prometheus_rules(r: Rendered) -> dict[str, dict[str, Any]]:
+    """The rules of the one PrometheusRule, by alert name."""
+    (rule,) = r.kinds("PrometheusRule")
+    (group,) = rule["spec"]["groups"]
+    return {item["alert"]: item for item in group["rules"]}
+
+
+def test_prometheus_rule_field_by_field(rendered) -> None:
+    """The PrometheusRule has the operator's shape: groups of alerts with severity and notes."""
+    r = rendered["monitoring", True]
+    (rule,) = r.kinds("PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert set(rule) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(rule["metadata"]) == {"name", "labels"}
+    assert rule["metadata"]["name"] == FULLNAME
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert set(rule["spec"]) == {"groups"}
+    (group,) = rule["spec"]["groups"]
+    assert set(group) == {"name", "rules"} and group["name"] == "oracle-sidecar"
+    alerts = [item["alert"] for item in group["rules"]]
+    assert alerts == ["OracleSidecarDown", "OracleSidecarAbsent", "OracleDegraded",
+                      "OraclePushesStale", "OracleErrorRateHigh", "OracleErrorRateHighAllRPCs",
+                      "OracleLatencyP95High"]
+    for item in group["rules"]:
+        where = item["alert"]
+        assert set(item) == {"alert", "expr", "for", "labels", "annotations"}, where
+        assert re.fullmatch(r"[A-Za-z][A-Za-z0-9]*", item["alert"]), where
+        assert isinstance(item["expr"], str) and item["expr"].strip(), where
+        assert item["for"] == "1m", where
+        assert item["labels"]["severity"] in {"critical", "warning"}, where
+        assert item["labels"]["team"] == "nps", where
+        assert all(isinstance(v, str) for v in item["labels"].values()), where
+        notes = item["annotations"]
+        assert set(notes) == {"summary", "description", "runbook_url"}, where
+        assert all(isinstance(v, str) and v for v in notes.values()), where
+        assert notes["runbook_url"] == ("https://example.com/runbooks/oracle-sidecar#"
+                                        + item["alert"].lower()), where
+    severities = {item["alert"]: item["labels"]["severity"] for item in group["rules"]}
+    assert {a for a, s in severities.items() if s == "critical"} == {
+        "OracleSidecarDown", "OracleSidecarAbsent", "OracleDegraded"}
+
+
+def test_prometheus_rule_thresholds_follow_the_alerter_values(chart) -> None:
+    """Error rate, P95, window, minimum calls and the stale limit come from the same values."""
+    r = render(chart, {"prometheusRule": {"enabled": True, "for": "2m"},
+                       "alerter": {"errorRatePercent": 2.5, "p95Seconds": 4, "window": "1h",
+                                   "minRequests": 50},
+                       "sidecar": {"staleAfter": 9}})
+    rules = prometheus_rules(r)
+    assert all(item["for"] == "2m" for item in rules.values())
+    assert ") * 100 > 2.5\nand\n" in rules["OracleErrorRateHigh"]["expr"]
+    assert "[1h])) >= 50" in rules["OracleErrorRateHigh"]["expr"]
+    assert "[1h])) > 4\nand\n" in rules["OracleLatencyP95High"]["expr"]
+    assert rules["OraclePushesStale"]["expr"].endswith("} > 9")
+    assert "grpc_code!~\"OK\"" in rules["OracleErrorRateHighAllRPCs"]["expr"]
+
+
+def test_prometheus_rule_excluded_codes_and_selector(chart, rendered) -> None:
+    """Excluded codes leave the error side only; the default selector matches Oracle pods only."""
+    rules = prometheus_rules(rendered["monitoring", True])
+    expr = rules["OracleErrorRateHigh"]["expr"]
+    assert expr.count('grpc_code!~"OK|NOT_FOUND|ALREADY_EXISTS|CANCELLED"') == 1
+    assert expr.count("grpc_code") == 4  # the one matcher and three `without (grpc_code)`
+    assert "other than OK, NOT_FOUND, ALREADY_EXISTS, CANCELLED" in rules[
+        "OracleErrorRateHigh"]["annotations"]["description"]
+    match = re.search(r'namespace="([^"]+)", pod=~"([^"]+)"', rules["OracleSidecarDown"]["expr"])
+    assert match is not None and match[1] == NAMESPACE
+    pods = re.compile(match[2].replace("\\\\", "\\"))
+    assert pods.fullmatch(f"{FULLNAME}-7d9c5b8f4-x2x7k")
+    for other in (f"{FULLNAME}-dashboard-5f6d8c9b7-abcde", f"{FULLNAME}-alerter-29012345-qwert",
+                  f"{FULLNAME}-test", f"other-{FULLNAME}-7d9c5b8f4-x2x7k"):
+        assert not pods.fullmatch(other), other
+    custom = prometheus_rules(render(chart, {"prometheusRule": {
+        "enabled": True, "selector": 'job="oracle"'}}))
+    assert all('job="oracle"' in item["expr"] and "namespace=" not in item["expr"]
+               for item in custom.values())
+
+
+def test_grafana_dashboard_configmap_holds_the_dashboard_file(rendered) -> None:
+    """The ConfigMap carries grafana_dashboard "1" and the repository's dashboard JSON unchanged."""
+    (config,) = [d for d in rendered["monitoring", True].kinds("ConfigMap")
+                 if d["metadata"]["name"] == f"{FULLNAME}-grafana-dashboard"]
+    metadata = config["metadata"]
+    assert metadata["labels"]["grafana_dashboard"] == "1"
+    assert metadata["namespace"] == "monitoring"
+    assert metadata["annotations"] == {"grafana_folder": "Oracle"}
+    (name,) = config["data"]
+    assert name.endswith(".json")
+    dashboard = json.loads(config["data"][name])
+    assert dashboard == json.loads((CHART / "files" / "grafana-dashboard.json").read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+
+
+def test_monitoring_objects_are_off_by_default(default) -> None:
+    """No PodMonitor, PrometheusRule or dashboard ConfigMap unless asked for."""
+    assert default.kinds("PodMonitor") == default.kinds("PrometheusRule") == []
+    assert not [d for d in default.kinds("ConfigMap")
+                if "grafana_dashboard" in d["metadata"]["labels"]]
 
 
 def test_pod_disruption_budget(chart, full) -> None:
