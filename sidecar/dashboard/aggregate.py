@@ -62,13 +62,11 @@ def _int(value: Any) -> int | None:
 
 
 def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
-    if value is None:
-        return None
+    """Text cut to ``limit`` characters; numbers become text, anything else None."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str):
-        value = str(value) if isinstance(value, int | float) and not isinstance(value, bool) \
-            else None
-        if value is None:
-            return None
+        return None
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
@@ -147,7 +145,8 @@ def _window(doc: Any) -> dict[str, Any]:
         rows.append({"service": _text(rpc.get("service"), 260) or "?",
                      "method": _text(rpc.get("method"), 260) or "?",
                      "type": _text(rpc.get("type"), 20) or "unary", **_figures(rpc)})
-    return {"seconds": _num(doc.get("seconds")), "covered_seconds": _num(doc.get("covered_seconds")),
+    return {"seconds": _num(doc.get("seconds")),
+            "covered_seconds": _num(doc.get("covered_seconds")),
             "totals": _figures(doc.get("totals")), "rpcs": rows,
             "rpcs_dropped": max(len(rpcs) - MAX_RPCS, 0)}
 

@@ -1,4 +1,4 @@
-"""Fixtures for the dashboard: a real sidecar app in-process, misbehaving pods, the dashboard app."""
+"""Dashboard fixtures: a real sidecar app in-process, misbehaving pods, the dashboard app."""
 
 from __future__ import annotations
 

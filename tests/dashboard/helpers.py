@@ -1,4 +1,4 @@
-"""Helpers for the dashboard tests: synthetic traffic through a real reporter, a dashboard process."""
+"""Dashboard test helpers: synthetic traffic through a real reporter, a dashboard process."""
 
 from __future__ import annotations
 

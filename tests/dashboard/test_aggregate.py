@@ -57,6 +57,7 @@ def test_hostile_and_malformed_answers_are_coerced_or_refused() -> None:
     health = view["health"]
     assert health["status"] == "unknown" and health["version"] is None
     assert list(health["checks"].values()) == [""] and len(next(iter(health["checks"]))) == 300
+    bad: Any
     for bad in ([1, 2], {"windows": []}, {"windows": {"1m": {"rpcs": "x"}}, "health": {}},
                 {"windows": {"1m": {"rpcs": [5]}}, "health": {}}):
         view = pod_view("p", "http://p", bad, "1m")

@@ -97,10 +97,18 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
                 page = browser.new_page(viewport={"width": 1440, "height": 900})
                 dialogs: list[str] = []
                 problems: list[str] = []
-                page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+
+                def dialog(d: Any) -> None:
+                    dialogs.append(d.message)
+                    d.dismiss()
+
+                def console(m: Any) -> None:
+                    if m.type == "error":
+                        problems.append(m.text)
+
+                page.on("dialog", dialog)
                 page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-                page.on("console", lambda m: problems.append(m.text) if m.type == "error"
-                        else None)
+                page.on("console", console)
                 page.goto(dash.url)
 
                 # The per-RPC table (summed over both pods) and each pod's card.
@@ -113,7 +121,11 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
                 head = page.locator("details.rpc-block").first.locator("thead th")
                 assert head.all_inner_texts()[:3] == ["RPC", "REQ/S", "COUNT"]
 
-                # Auto-refresh: a later count is higher, with no reload.
+                # Auto-refresh: a later count is higher, with no reload. (Counts since start
+                # only grow; the 1-minute window's may fall when the traffic slows.)
+                page.click("button[data-window=all]")
+                page.locator("#rpcs-note", has_text="since start window").wait_for()
+                assert page.get_attribute("button[data-window=all]", "aria-pressed") == "true"
                 first = _count(page, "GetReading")
                 page.wait_for_function(
                     """([method, before]) => [...document.querySelectorAll(
@@ -155,6 +167,8 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
                          Number(tr.cells[2].textContent.replace(/,/g, "")) > before)""",
                     arg=frozen, timeout=10000)
 
+                page.click("button[data-window='1m']")
+                page.locator("#rpcs-note", has_text="1 min window").wait_for()
                 assert problems == [], problems  # CSP violations would be console errors
                 shot = tmp_path / "dashboard.png"
                 page.wait_for_timeout(600)

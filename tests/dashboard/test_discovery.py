@@ -111,7 +111,7 @@ async def test_alert_state_is_read_from_its_config_map(dashboard: Any, fake_kube
                              {"state.json": json.dumps(alert_state())})
     shown = await alerts()
     assert shown["readable"] is True
-    assert [a["key"] for a in shown["alerts"]][0].startswith("error_rate|oracle-1|")
+    assert shown["alerts"][0]["key"].startswith("error_rate|oracle-1|")
 
     fake_kube.forbid.add("configmaps")
     forbidden = await alerts()

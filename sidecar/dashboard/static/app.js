@@ -19,6 +19,7 @@
     timer: null,
     busy: false,
     again: false,
+    generation: 0, // bumped by Pause, so that an answer already on its way is not shown
     status: null,
     history: null,
     historyAt: 0,
@@ -158,8 +159,10 @@
     }
     clearTimeout(state.timer);
     state.busy = true;
+    const generation = state.generation;
     try {
       const status = await getJSON(`api/status?window=${encodeURIComponent(state.window)}`);
+      if (generation !== state.generation) return; // paused meanwhile: keep the frozen view
       state.status = status;
       state.refresh = status.dashboard.refresh_seconds || state.refresh;
       state.lastOk = Date.now();
@@ -169,7 +172,9 @@
                   `&rpc=${encodeURIComponent($("chart-rpc").value)}`;
       if (key !== state.historyKey || Date.now() - state.historyAt >= HISTORY_EVERY_MS) {
         try {
-          state.history = await getJSON(`api/history?${key}`);
+          const history = await getJSON(`api/history?${key}`);
+          if (generation !== state.generation) return;
+          state.history = history;
           state.historyAt = Date.now();
           state.historyKey = key;
           state.historyError = null;
@@ -620,8 +625,12 @@
     button.setAttribute("aria-pressed", String(state.paused));
     button.textContent = state.paused ? "Resume" : "Pause";
     button.title = state.paused ? "Resume auto-refresh (P)" : "Pause auto-refresh (P)";
-    if (state.paused) clearTimeout(state.timer);
-    else update();
+    if (state.paused) {
+      state.generation += 1;
+      clearTimeout(state.timer);
+    } else {
+      update();
+    }
     renderUpdated();
   }
 
