@@ -1,9 +1,11 @@
 """A grpc.aio load client driven through stdin, so that one process serves a whole benchmark.
 
 Each stdin line is a JSON request ``{"target": "127.0.0.1:N", "duration": S, "warmup": S,
-"concurrency": C}``; the answer is one JSON line ``{"rpcs", "errors", "seconds", "rate",
-"p50_ms", "p99_ms"}``. Channels stay open between requests, so connecting is never measured.
-Calls cycle over the Oracle's eight methods with raw-bytes requests.
+"concurrency": C, "rate": R}``; the answer is one JSON line ``{"rpcs", "errors", "seconds",
+"rate", "p50_ms", "p99_ms"}``. Without ``rate``, C callers call back to back (closed loop: the
+most the server answers); with it, calls start at R per second whatever the answers do (open
+loop), at most C at a time. Channels stay open between requests, so connecting is never
+measured. Calls cycle over the Oracle's eight methods with raw-bytes requests.
 """
 
 from __future__ import annotations
@@ -70,13 +72,49 @@ class Client:
         await asyncio.gather(*(worker(k) for k in range(concurrency)))
         return done, errors
 
+    async def paced(self, target: str, seconds: float, rate: float, concurrency: int,
+                    latencies: list[float]) -> tuple[int, int]:
+        calls = self.calls(target)
+        room = asyncio.Semaphore(concurrency)
+        done = errors = 0
+
+        async def one(i: int) -> None:
+            nonlocal done, errors
+            async with room:
+                t0 = _perf()
+                try:
+                    await calls[i & 7](REQUEST, timeout=10)
+                except grpc.aio.AioRpcError:
+                    errors += 1
+                    return
+                latencies.append(_perf() - t0)
+                done += 1
+
+        tasks: set[asyncio.Task[None]] = set()
+        start, n = _perf(), 0
+        while (elapsed := _perf() - start) < seconds:
+            while n < int(elapsed * rate):
+                task = asyncio.create_task(one(n))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                n += 1
+            await asyncio.sleep(0.001)
+        if tasks:
+            await asyncio.gather(*tasks)
+        return done, errors
+
     async def run(self, req: dict[str, Any]) -> dict[str, Any]:
         target, concurrency = req["target"], int(req.get("concurrency", 16))
         if req.get("warmup", 0) > 0:
             await self.drive(target, float(req["warmup"]), concurrency, None)
         latencies: list[float] = []
         t0 = _perf()
-        done, errors = await self.drive(target, float(req["duration"]), concurrency, latencies)
+        if req.get("rate"):
+            done, errors = await self.paced(target, float(req["duration"]), float(req["rate"]),
+                                            concurrency, latencies)
+        else:
+            done, errors = await self.drive(target, float(req["duration"]), concurrency,
+                                            latencies)
         seconds = _perf() - t0
         latencies.sort()
         return {"rpcs": done, "errors": errors, "seconds": seconds, "rate": done / seconds,

@@ -157,6 +157,10 @@ def _section(results: dict[str, list[dict[str, Any]]], rounds: int, duration: fl
             f"less than one datagram per RPC into an asyncio receiver, and "
             f"{per_rpc_us['recv'] / snap:,.0f}× less than the count-only `recv` loop.")
     section.notes.append(
+        "The sidecar's CPU per message includes its once-a-second housekeeping and its HTTP "
+        "server idling over the window, spread over the few snapshots of a round; benchmark 4 "
+        "measures the cost of one snapshot alone.")
+    section.notes.append(
         "A Unix datagram socket queues only `net.unix.max_dgram_qlen` (10 here) datagrams, so "
         "a per-RPC sender gets EAGAIN whenever the receiver falls behind for a moment, and "
         "what is refused is lost; a lost snapshot is not, because the next one carries the same "
