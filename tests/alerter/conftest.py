@@ -45,8 +45,8 @@ def totals(rows: list[Any]) -> dict[str, Any]:
 
 
 def snapshot(status: str = "healthy", ready: bool | None = True,
-             rows: list[dict[str, Any]] | None = None,
-             windows: dict[str, list[dict[str, Any]]] | None = None, uptime: float = 500.0,
+             rows: list[Any] | None = None,
+             windows: dict[str, list[Any]] | None = None, uptime: float = 500.0,
              checks: dict[str, str] | None = None, reason: str = "") -> dict[str, Any]:
     """A /api/v1/snapshot body; ``rows`` go in every window unless ``windows`` says otherwise."""
     per_window = windows or {w: rows or [] for w in ("1m", "5m", "1h", "all")}

@@ -39,8 +39,7 @@ def procs(tmp_path: Path) -> Iterator[Any]:
 
 def test_alerter_end_to_end(procs: Any, sidecar: SidecarProcess, telegram: FakeTelegramAPI,
                             tmp_path: Path) -> None:
-    """healthy: nothing; degraded: one CRITICAL; again: nothing; healthy: one INFO with the
-    incident's length; sidecar stopped: CRITICAL unreachable. The token is in no output."""
+    """Healthy: none; degraded: CRITICAL; again: none; healthy: INFO; sidecar gone: CRITICAL."""
     oracle, _, control = start_oracle(procs, socket_path=sidecar.socket)
     wait_for(lambda: http_get(sidecar.url + "/ready")[0] == 200, 10, "/ready 200")
     state = tmp_path / "alert-state.json"

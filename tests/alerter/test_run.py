@@ -275,7 +275,7 @@ async def test_two_racing_runs_send_the_alert_once(
     with caplog.at_level(logging.INFO):
         codes = await asyncio.gather(evaluate_once(settings, kube=Kube(fake_kube.client())),
                                      evaluate_once(settings, kube=Kube(fake_kube.client())))
-    assert codes == [0, 0]
+    assert list(codes) == [0, 0]
     assert len(telegram.messages) == 1
     cm_path = f"/api/v1/namespaces/{NS}/configmaps/{STATE_CM}"
     calls = [m for m, p in fake_kube.requests if p == cm_path]
