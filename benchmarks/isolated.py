@@ -352,8 +352,8 @@ def _timed(alt: Alt, n: int) -> float:
 
 
 def run(quick: bool, machine: str, command: str) -> Section:
-    rounds = 3 if quick else 5
-    budget = 0.04 if quick else 0.8  # seconds per alternative per round
+    rounds = 3 if quick else 7
+    budget = 0.04 if quick else 0.6  # seconds per alternative per round
     floor_n, cap = (2_000, 200_000) if quick else (20_000, 1_000_000)
     alts = alternatives()
     by_key = {a.key: a for a in alts}
