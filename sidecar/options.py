@@ -28,6 +28,7 @@ def add(
 ) -> None:
     """Declare ``flag`` with env twin ``env``; the env value, when set, replaces ``default``."""
     parse = _explained(_with_choices(type, choices) if choices else type)
+    declared = default
     if env is not None:
         raw = os.environ.get(env)
         if raw is not None and raw.strip() != "":
@@ -39,7 +40,7 @@ def add(
     shown = f" [env {env}]" if env else ""
     if default not in (None, [], "") and not repeat:
         shown += f" (default: {default})"
-    parser.add_argument(
+    action = parser.add_argument(
         flag,
         type=parse,
         default=default,
@@ -47,6 +48,7 @@ def add(
         help=help + shown,
         metavar=flag.lstrip("-").upper().replace("-", "_"),
     )
+    _describe(action, env, declared, help)
 
 
 class _Replace(argparse.Action):
@@ -69,7 +71,15 @@ def flag(parser: argparse.ArgumentParser, name: str, *, env: str | None, help: s
         except ValueError as err:
             parser.exit(2, f"{parser.prog}: error: environment variable {env}: {err}\n")
     shown = f" [env {env}]" if env else ""
-    parser.add_argument(name, action="store_true", default=default, help=help + shown)
+    action = parser.add_argument(name, action="store_true", default=default, help=help + shown)
+    _describe(action, env, False, help)
+
+
+def _describe(action: argparse.Action, env: str | None, default: Any, text: str) -> None:
+    """Keep what docs/configuration.md is generated from (see scripts/config_doc.py)."""
+    action.env = env  # type: ignore[attr-defined]
+    action.declared_default = default  # type: ignore[attr-defined]
+    action.text = text  # type: ignore[attr-defined]
 
 
 def _explained(type: Parser) -> Parser:
