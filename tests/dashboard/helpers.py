@@ -136,7 +136,7 @@ def alert_state(now: float | None = None, targets: tuple[str, str] = ("oracle-1"
         f"error_rate|{targets[0]}|{SERVICE}/AnalyzeSession": {
             "kind": "error_rate", "severity": "WARNING", "target": targets[0],
             "rpc": f"{SERVICE}/AnalyzeSession", "open": True, "opened": now - 240,
-            "last_sent": now - 240, "cooldown_until": now + 60,
+            "last_sent": now - 120, "cooldown_until": now + 180,
             "summary": "AnalyzeSession error rate 3.1 % over 5 min (threshold 2 %)"},
         f"unreachable|{targets[1]}|-": {
             "kind": "unreachable", "severity": "CRITICAL", "target": targets[1], "rpc": None,

@@ -502,7 +502,8 @@
       }
     }
     const latest = [...points].reverse().find((p) => isNum(p[spec.key]));
-    const span = `last ${fmtDuration(now - start)}`;
+    const minutes = Math.round((now - start) / 60);
+    const span = minutes >= 60 ? "last hour" : `last ${Math.max(minutes, 1)} min`;
     const readout = h("span", { class: "chart-value" },
       latest ? spec.fmt(latest[spec.key]) : DASH);
     const middle = h("span", {}, latest ? span : "no data yet");
