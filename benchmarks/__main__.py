@@ -40,7 +40,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
                      f"{', '.join(BENCHMARKS)}")
     names = [n for n in BENCHMARKS if not chosen or n in chosen]
-    machine = machine_line(describe())
     command = _command(argv)
     failed = []
     started = time.monotonic()
@@ -48,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         print(f"== {name}: running ({'quick' if args.quick else 'full'}) ...", file=sys.stderr,
               flush=True)
+        machine = machine_line(describe())  # the load average as this benchmark starts
         try:
             section = importlib.import_module(BENCHMARKS[name]).run(args.quick, machine, command)
         except Exception:

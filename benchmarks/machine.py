@@ -87,8 +87,9 @@ def machine_line(m: dict[str, Any]) -> str:
     libs = ", ".join(f"{k} {v}" for k, v in m["versions"].items())
     return (f"Machine: {m['cpu']}, {m['cores']} cores ({m['usable_cores']} usable), "
             f"Linux {m['kernel']}, {m['python']}; {libs}. "
-            f"Load average at start {m['load'][0]:.2f} / {m['load'][1]:.2f} / {m['load'][2]:.2f} "
-            f"(1/5/15 min). Code: {m['revision']}. Run {m['date']}.")
+            f"Load average as it started {m['load'][0]:.2f} / {m['load'][1]:.2f} / "
+            f"{m['load'][2]:.2f} (1/5/15 min; other users' work included). "
+            f"Code: {m['revision']}. Run {m['date']}.")
 
 
 def cpu_seconds(pid: int) -> float:
