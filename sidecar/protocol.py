@@ -25,6 +25,8 @@ __all__ = [
     "Message",
     "ProtocolError",
     "Row",
+    "clean_name",
+    "clean_text",
     "decode",
     "encode",
 ]
@@ -122,6 +124,24 @@ class Message:
 
 # ---------------------------------------------------------------------------------------------
 # Encoding (reporter side)
+
+def clean_name(text: str, fallback: str = "unknown") -> str:
+    """``text`` as a name the decoder accepts: at most MAX_NAME characters, all printable.
+
+    Control, format and unpaired surrogate characters become U+FFFD. A sender must never put a
+    name in a message that the sidecar would reject, because one bad name would get the whole
+    cumulative snapshot rejected, push after push.
+    """
+    if 0 < len(text) <= MAX_NAME and text.isprintable():
+        return text
+    cleaned = "".join(c if c.isprintable() else "\ufffd" for c in text[:MAX_NAME])
+    return cleaned or fallback
+
+
+def clean_text(text: str) -> str:
+    """``text`` as a health check text the decoder accepts: valid UTF-8, at most MAX_TEXT."""
+    return text[:MAX_TEXT].encode("utf-8", "replace").decode("utf-8")
+
 
 def encode(
     *,

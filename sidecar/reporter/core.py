@@ -56,7 +56,8 @@ class Series:
 def split_method(full: str, default_service: str) -> tuple[str, str]:
     """``/pkg.Service/Method`` -> (``pkg.Service``, ``Method``); a bare name gets the default."""
     service, _, method = full.lstrip("/").rpartition("/")
-    return (service or default_service or "unknown"), (method or "unknown")
+    return (protocol.clean_name(service or default_service or "unknown"),
+            protocol.clean_name(method or "unknown"))
 
 
 class Reporter:
@@ -80,8 +81,8 @@ class Reporter:
             raise ValueError(f"interval must be above zero seconds, not {interval}")
         if list(buckets) != sorted(set(buckets)) or not buckets:
             raise ValueError("buckets must be strictly increasing upper bounds")
-        self.service = service
-        self.version = version
+        self.service = protocol.clean_name(service, "") if service else ""
+        self.version = protocol.clean_name(version, "") if version else ""
         self.socket_path = socket_path or os.environ.get("ORACLE_METRICS_SOCKET") or DEFAULT_SOCKET
         self.interval = interval
         self.buckets = tuple(float(b) for b in buckets)
@@ -158,9 +159,15 @@ class Reporter:
         if code == "OK":
             series.ok += 1
         else:
+            if code not in _CODES:
+                code = "UNKNOWN"
             series.codes[code] = series.codes.get(code, 0) + 1
             series.last_error = (code, time.time())
             if exception is not None:
+                if exception not in series.exceptions:  # a new type: keep the message valid
+                    exception = protocol.clean_name(exception)
+                    if len(series.exceptions) >= protocol.MAX_KEYS - 1:
+                        exception = "(other)"
                 series.exceptions[exception] = series.exceptions.get(exception, 0) + 1
         series.hist[bisect_left(self.buckets, seconds)] += 1
         series.sum += seconds
@@ -204,7 +211,7 @@ class Reporter:
         if status not in protocol.HEALTH_STATES:
             raise ValueError(f"health status {status!r} is not one of "
                              f"{', '.join(protocol.HEALTH_STATES)}")
-        self._health = (status, {str(k): str(v) for k, v in (checks or {}).items()})
+        self._health = (status, _clean_checks(checks or {}))
 
     def set_health_callback(self, callback: HealthCallback | None) -> None:
         """Call ``callback() -> (status, checks)`` at each flush, within ``health_timeout``.
@@ -226,7 +233,7 @@ class Reporter:
             status, checks = self._health_pending.result(timeout=self.health_timeout)
             if status not in protocol.HEALTH_STATES or not isinstance(checks, dict):
                 raise ValueError(f"health callback answered {status!r}, {type(checks).__name__}")
-            return status, {str(k): str(v)[: protocol.MAX_TEXT] for k, v in checks.items()}
+            return status, _clean_checks(checks)
         except FutureTimeout:
             return "degraded", {"health_callback": f"no answer within {self.health_timeout} s"}
         except Exception as err:  # the service's callback failed: report it, never raise
@@ -245,9 +252,12 @@ class Reporter:
                     _fold(self._retired, table, len(self.buckets) + 1)
             self._tables = alive
             sources = [self._retired, *(tab for _, tab in alive)]
-        merged: dict[str, dict[str, Any]] = {}
+        # Keyed by what the message says, so that two raw names cleaned to the same name make
+        # one row (two rows with one key would overwrite each other in the sidecar).
+        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
         for table in sources:
-            for key, s in table.copy().items():
+            for s in table.copy().values():
+                key = (s.service, s.method, s.type)
                 row = merged.get(key)
                 if row is None:
                     row = merged[key] = {
@@ -406,6 +416,15 @@ class _Tracked:
                 return func(*args, **kwargs)
 
         return wrapper
+
+
+_CODES = frozenset(protocol.CODES)
+
+
+def _clean_checks(checks: dict[Any, Any]) -> dict[str, str]:
+    """Health checks as the protocol accepts them (one slot is left for the reporter's own)."""
+    return {protocol.clean_name(str(k)): protocol.clean_text(str(v))
+            for k, v in list(checks.items())[: protocol.MAX_KEYS - 1]}
 
 
 def _add_into(row: dict[str, Any], s: Series) -> None:
