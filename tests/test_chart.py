@@ -693,10 +693,21 @@ def test_podmonitor_and_scrape_annotations_name_the_same_port_and_path(rendered,
     annotations = template["metadata"]["annotations"]
     ports = {p["name"]: p["containerPort"] for c in containers(template["spec"])
              for p in c.get("ports", [])}
+    assert annotations["prometheus.io/port"] == str(ports["metrics"])
     for monitor in r.kinds("PodMonitor"):
         for endpoint in monitor["spec"]["podMetricsEndpoints"]:
             assert str(ports[endpoint["port"]]) == annotations["prometheus.io/port"]
             assert endpoint["path"] == annotations["prometheus.io/path"]
+
+
+def test_podmonitor_and_scrape_annotations_follow_a_changed_port(chart) -> None:
+    """With sidecar.port 9191 the annotation, the container port and the PodMonitor all move."""
+    r = render(chart, {"podMonitor": {"enabled": True}, "sidecar": {"port": 9191}})
+    template = r.get("Deployment", FULLNAME)["spec"]["template"]
+    assert template["metadata"]["annotations"]["prometheus.io/port"] == "9191"
+    assert container(template["spec"], "sidecar")["ports"][0]["containerPort"] == 9191
+    (monitor,) = r.kinds("PodMonitor")
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"]
 
 
 def prometheus_rules(r: Rendered) -> dict[str, dict[str, Any]]:
