@@ -63,10 +63,11 @@ def rows(draw: Any, name: Any = names) -> dict[str, Any]:
 
 
 def message(rows: list[dict[str, Any]], source: str = "src", seq: int = 1,
-            limit: int = protocol.MAX_DATAGRAM, **extra: Any) -> list[bytes]:
-    """A valid snapshot as the reporter encodes it."""
+            limit: int = protocol.MAX_DATAGRAM, started: float = 1.0e9, **extra: Any
+            ) -> list[bytes]:
+    """A valid snapshot as the reporter encodes it (from a process started at ``started``)."""
     return protocol.encode(
-        source={"id": source, "pid": 7, "started": 1.0e9, "service": "svc", "version": "1"},
+        source={"id": source, "pid": 7, "started": started, "service": "svc", "version": "1"},
         seq=seq, time=1.0e9 + seq, buckets=BUCKETS, rows=rows, health="healthy",
         checks={"db": "ok"}, reporter={"dropped": 0, "send_errors": 0, "overflow": 0},
         limit=limit, **extra)
