@@ -114,7 +114,9 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
     if count and d.hist:
         top = max(i for i, n in enumerate(d.hist) if n > 0)
         bound = bounds[top] if top < len(bounds) else math.inf
-        largest = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
+        top_ms = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
+        # Only the +Inf bucket with no maximum reported: unknown, and JSON has no Infinity.
+        largest = top_ms if top_ms is not None and math.isfinite(top_ms) else None
     def quantile(q: float) -> float | None:
         # PromQL's estimate, capped at the largest duration seen: interpolation inside a bucket
         # must not report a p50 above the slowest RPC (still within the same bucket as PromQL).
