@@ -82,7 +82,7 @@ def rule_groups(values: dict[str, Any] | None = None, *, release: str = "oracle"
     return spec
 
 
-class _Dumper(yaml.SafeDumper):
+class _Dumper(yaml.SafeDumper):  # type: ignore[misc]  # PyYAML has no type stubs here
     """Writes multi-line strings (the PromQL expressions) as literal blocks."""
 
 
@@ -97,7 +97,7 @@ _Dumper.add_representer(str, _str)
 def rule_file(values: dict[str, Any] | None = None, *, how: str = "",
               name: str = "prometheus/oracle-rules.yaml") -> str:
     """The text of the plain rule file rendered with ``values``."""
-    body = yaml.dump(rule_groups(values), Dumper=_Dumper, sort_keys=False, width=4096,
+    body: str = yaml.dump(rule_groups(values), Dumper=_Dumper, sort_keys=False, width=4096,
                      allow_unicode=True, indent=2)
     return HEADER.format(how=how, name=name) + body
 

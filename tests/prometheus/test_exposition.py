@@ -140,6 +140,7 @@ def test_hostile_method_names_keep_the_exposition_promtool_clean(
     assert lint(text) == ""
     # The OpenMetrics rendering parses too, to the same label values.
     assert status == 200 and headers["Content-Type"].startswith("application/openmetrics-text")
-    om_methods = {s.labels["grpc_method"] for family in parse_om(om) for s in family.samples
+    om_methods = {s.labels["grpc_method"] for family in parse_om(om)  # type: ignore[no-untyped-call]
+                  for s in family.samples
                   if family.name == "grpc_server_handled" and s.labels["grpc_service"] == SERVICE}
     assert om_methods == set(HOSTILE_METHODS)

@@ -52,7 +52,7 @@ def plan_a() -> list[tuple[str, float, str]]:
     counts = {"GetReading": 15, "GetNameReading": 10, "GetQuestionSign": 10,
               "GetDailyInsight": 10, "SuggestRange": 8, "AnalyzeSession": 8,
               "GetTimingAlignment": 17, "HealthCheck": 5}
-    plan = []
+    plan: list[tuple[str, float, str]] = []
     for method, n in counts.items():
         for i in range(n):
             code = "OK"
@@ -149,8 +149,8 @@ def test_real_prometheus_agrees_with_the_traffic_through_a_sidecar_kill(
         rep.start()
 
         # 3. kill -9 between scrapes, phase B while it is gone, the same sidecar again.
-        wait_for(lambda: prom.scalar(f"oracle_sidecar_last_push_age_seconds{{{SEL}}}") < 1, 10,
-                 interval=0.2, message="pushes again")
+        age = f"oracle_sidecar_last_push_age_seconds{{{SEL}}}"
+        wait_for(lambda: (prom.scalar(age) or 9) < 1, 10, interval=0.2, message="pushes again")
         assert sc.kill() == -9
         wait_for(lambda: prom.scalar(f"up{{{SEL}}}") == 0, 10, interval=0.2,
                  message="Prometheus to record the failed scrape")
@@ -170,7 +170,7 @@ def test_real_prometheus_agrees_with_the_traffic_through_a_sidecar_kill(
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as raw:
             raw.sendto(b"{not json", sc.socket)
 
-        def totals() -> dict[tuple[str, str], int]:
+        def totals() -> dict[tuple[str, ...], int]:
             return {k: int(v) for k, v in prom.values(
                 f"sum by (grpc_method, grpc_code) (grpc_server_handled_total{{{SEL}}}) > 0",
                 "grpc_method", "grpc_code").items()}

@@ -103,7 +103,8 @@ def test_promtool_unit_tests_pass() -> None:
 def test_unit_tests_cover_every_rule_firing_and_not_firing() -> None:
     """Each alert has a unit test where it fires and one where it is expected not to."""
     alerts = {r["alert"] for r in yaml.safe_load(RULES.read_text())["groups"][0]["rules"]}
-    fired, quiet = set(), set()
+    fired: set[str] = set()
+    quiet: set[str] = set()
     for group in yaml.safe_load(RULE_TESTS.read_text())["tests"]:
         for case in group.get("alert_rule_test", []):
             (fired if case["exp_alerts"] else quiet).add(case["alertname"])
