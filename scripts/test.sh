@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export PYTHONDONTWRITEBYTECODE=1
-.venv/bin/ruff check sidecar tests benchmarks
+.venv/bin/ruff check sidecar tests benchmarks prometheus scripts
 exec .venv/bin/pytest "$@"
