@@ -128,14 +128,29 @@ def port(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
-    """A number of seconds (or a threshold) above zero."""
+def _finite(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise ValueError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} must be a finite number")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A number of seconds (or a threshold) above zero."""
+    value = _finite(text)
+    if value <= 0:
         raise ValueError(f"{text!r} must be a finite number above zero")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """A number of seconds (or a rate), zero or more."""
+    value = _finite(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be a finite number, zero or more")
     return value
 
 

@@ -349,15 +349,6 @@ class DemoOracle:
 
 # -- command line ------------------------------------------------------------------------------
 
-def non_negative_seconds(text: str) -> float:
-    """A number of seconds, zero or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of seconds") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{text!r} must be zero or more seconds")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -396,10 +387,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 help="seed for the error and latency dice (default: random)")
     options.add(parser, "--socket", env="ORACLE_METRICS_SOCKET",
                 help="the sidecar's socket (default: /var/run/oracle-sidecar/metrics.sock)")
-    options.add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=non_negative_seconds,
-                default=0.0, help="on SIGTERM, keep answering this long after NOT_SERVING")
-    options.add(parser, "--grace-seconds", env="ORACLE_GRACE_SECONDS", type=non_negative_seconds,
-                default=5.0, help="on SIGTERM, time given to RPCs in flight")
+    options.add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS",
+                type=options.non_negative_float, default=0.0,
+                help="on SIGTERM, keep answering this long after NOT_SERVING")
+    options.add(parser, "--grace-seconds", env="ORACLE_GRACE_SECONDS",
+                type=options.non_negative_float, default=5.0,
+                help="on SIGTERM, time given to RPCs in flight")
     options.add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
                 help="log level")
 

@@ -289,15 +289,6 @@ def _importable(module: str) -> bool:
         return False
 
 
-def non_negative_rate(text: str) -> float:
-    """Calls per second, zero (no load) or more."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a number of calls per second") from None
-    if not 0 <= value < float("inf"):
-        raise ValueError(f"{text!r} must be zero or more calls per second")
-    return value
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -310,7 +301,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 help="the sidecar's HTTP port (0: any free port)")
     options.add(parser, "--dashboard-port", env="DASHBOARD_PORT", type=options.port,
                 default=9000, help="the dashboard's port (0: any free port)")
-    options.add(parser, "--rate", env="DEMO_RATE", type=non_negative_rate, default=16.0,
+    options.add(parser, "--rate", env="DEMO_RATE", type=options.non_negative_float, default=16.0,
                 help="calls per second of the gentle load, over all 8 methods (0: no load)")
     options.add(parser, "--scenario", env="ORACLE_SCENARIO", type=argument_type(parse_scenario),
                 default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
