@@ -57,7 +57,7 @@ __all__ = ["Settings", "configure", "evaluate_once", "run", "send_test", "settin
 
 log = logging.getLogger("sidecar.alerter")
 
-DEFAULT_SELECTOR = "app.kubernetes.io/component=oracle"
+DEFAULT_SELECTOR = Discovery().selector
 CLAIM_MARGIN = 30.0  # seconds a claim outlives its run's deadline
 STATE_ATTEMPTS = 5  # compare-and-swap attempts before a run gives up on the state
 _T = TypeVar("_T")
