@@ -1,6 +1,6 @@
 """Reproducible performance runs, printed as ratios against the alternatives in the same run.
 
-``python -m benchmarks`` runs them all (about ten minutes on two cores) and rewrites their
+``python -m benchmarks`` runs them all (about six minutes on two cores) and rewrites their
 sections of docs/benchmarks.md; ``--quick`` is a short smoke run; ``--only NAME`` picks some.
 
 1. ``isolated`` (:mod:`benchmarks.isolated`): per-RPC recording cost in the service, the
