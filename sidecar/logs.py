@@ -52,6 +52,22 @@ class JsonLogFormatter(JsonFormatter):
             log_data["exception"] = log_data.pop("exc_info")
 
 
+class _ClientErrors(logging.Filter):
+    """aiohttp logs each malformed HTTP request at ERROR with a traceback; the fault is the
+    client's. Such a record becomes one DEBUG line, so that a hostile client cannot fill the
+    log (or error.log) with tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is None or not type(exc).__module__.startswith("aiohttp.http_exceptions"):
+            return True
+        record.msg = f"{record.getMessage()}: {str(exc)[:200]}"
+        record.args = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        return logging.getLogger().isEnabledFor(logging.DEBUG)
+
+
 def _rfc3339(created: float) -> str:
     moment = datetime.fromtimestamp(created, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -94,6 +110,9 @@ def setup_logging(
         setattr(handler, _MARK, True)
         root.addHandler(handler)
     root.setLevel(level)
+    server = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _ClientErrors) for f in server.filters):
+        server.addFilter(_ClientErrors())
     # aiohttp's access log repeats every probe; keep it for debugging only.
     logging.getLogger("aiohttp.access").setLevel(
         logging.DEBUG if level == "DEBUG" else logging.WARNING

@@ -27,12 +27,14 @@ from aiohttp import web
 from sidecar import __version__, options, protocol
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
+from sidecar.openapi import load as load_openapi
 from sidecar.reporter.core import DEFAULT_SOCKET
 from sidecar.store import Store
 
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
 log = logging.getLogger("sidecar.server")
+KEEPALIVE = 10.0  # seconds a connection may wait for (the rest of) a request
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,7 @@ async def _json_errors(request: web.Request,
         body = {"error": err.reason, "status": err.status, "path": request.path}
         if err.status == 404:
             body["endpoints"] = ["/metrics", "/health", "/ready", "/livez", "/api/v1/snapshot",
-                                 "/api/v1/history"]
+                                 "/api/v1/history", "/openapi.json"]
         response = _json(body, err.status)
         if err.status == 405:
             response.headers["Allow"] = err.headers.get("Allow", "GET, HEAD")
@@ -266,9 +268,14 @@ async def snapshot(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     rpc = request.query.get("rpc")
-    if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1):
+    if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1 or "/" not in rpc):
         raise web.HTTPBadRequest(reason="rpc must be Service/Method")
     return _json(request.app[EXPOSITION].history(rpc))
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """The OpenAPI description of these endpoints (sidecar/openapi/sidecar.json)."""
+    return web.Response(body=load_openapi("sidecar"), content_type="application/json")
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -330,6 +337,7 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app.router.add_get("/livez", livez)
     app.router.add_get("/api/v1/snapshot", snapshot)
     app.router.add_get("/api/v1/history", history)
+    app.router.add_get("/openapi.json", openapi)
     app.cleanup_ctx.append(_background)
     return app
 
@@ -352,7 +360,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=2000, help="most RPC methods exported; more are counted as overflow")
     add(parser, "--grpc-health-target", env="ORACLE_GRPC_HEALTH_TARGET", type=options.host_port,
         help="HOST:PORT whose grpc.health.v1 must answer SERVING for /ready")
-    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=float, default=2.0,
+    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=options.non_negative_float,
+        default=2.0,
         help="after SIGTERM, seconds to keep serving with /ready at 503 before exiting")
     add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
         help="DEBUG, INFO, WARNING or ERROR")
@@ -361,9 +370,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM or SIGINT; 0 on a clean stop, 1 when it cannot start."""
     setup_logging("oracle-sidecar", args.log_level)
-    if args.drain_seconds < 0:
-        log.error("--drain-seconds / ORACLE_DRAIN_SECONDS must be zero or more")
-        return 2
     settings = Settings(args.socket, args.host, args.port, args.stale_after, args.expire_after,
                         args.max_series, args.grpc_health_target, args.drain_seconds)
     try:
@@ -376,7 +382,10 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: Settings) -> int:
     """Serve until a signal; /ready turns 503 at once, then requests drain and it exits."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
+    # A connection that has not finished a request (or sits idle) for KEEPALIVE s is closed;
+    # aiohttp's own default is an hour, long enough for slow clients to pile up.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0,
+                           keepalive_timeout=KEEPALIVE)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:

@@ -45,6 +45,7 @@ from sidecar.dashboard.aggregate import (
 )
 from sidecar.dashboard.alerts import read_alert_state
 from sidecar.logs import setup_logging
+from sidecar.openapi import load as load_openapi
 from sidecar.targets import Discovery, Fetched, Target, discover, fetch_json
 
 __all__ = ["Board", "Settings", "configure", "create_app", "run", "serve"]
@@ -340,7 +341,8 @@ async def _guard(request: web.Request,
         body: dict[str, Any] = {"error": err.text if err.text and not err.text.startswith(
             f"{err.status}:") else err.reason, "status": err.status, "path": request.path}
         if err.status == 404:
-            body["endpoints"] = ["/", "/api/status", "/api/history", "/livez", "/ready"]
+            body["endpoints"] = ["/", "/api/status", "/api/history", "/livez", "/ready",
+                                 "/openapi.json"]
         response = _json(body, err.status)
         if err.status == 405:
             response.headers["Allow"] = "GET, HEAD"
@@ -425,6 +427,7 @@ def create_app(settings: Settings, kube: Any | None = None) -> web.Application:
     app.router.add_get("/api/history", api_history)
     app.router.add_get("/livez", livez)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/openapi.json", _page(load_openapi("dashboard"), "application/json"))
     app.cleanup_ctx.append(_session)
     return app
 
@@ -477,7 +480,10 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: Settings) -> int:
     """Serve until a signal."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None)
+    # A connection that has not finished a request (or sits idle) for 10 s is closed; aiohttp's
+    # own default is an hour, long enough for slow clients to pile up.
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None,
+                           keepalive_timeout=10.0)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     try:
