@@ -1,7 +1,8 @@
 """Reproducible performance runs, printed as ratios against the alternatives in the same run.
 
 ``python -m benchmarks`` runs them all (about six minutes on two cores) and rewrites their
-sections of docs/benchmarks.md; ``--quick`` is a short smoke run; ``--only NAME`` picks some.
+sections of docs/benchmarks.md; ``--quick`` is a short smoke run that writes nothing unless
+given ``--output``; ``--only NAME`` picks some.
 
 1. ``isolated`` (:mod:`benchmarks.isolated`): per-RPC recording cost in the service, the
    reporter against a dict floor, prometheus-client, py-grpc-prometheus, the OpenTelemetry SDK,

@@ -30,8 +30,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="a short run for CI: few, brief rounds; figures are indicative")
     parser.add_argument("--only", action="append", default=[], metavar="NAME",
                         help=f"run only these (repeat or comma-separate): {', '.join(BENCHMARKS)}")
-    parser.add_argument("--output", default=str(ROOT / "docs" / "benchmarks.md"),
-                        help="Markdown file whose sections are rewritten (default: %(default)s)")
+    parser.add_argument("--output", default=None,
+                        help="Markdown file whose sections are rewritten (default: "
+                             "docs/benchmarks.md for a full run; a quick run writes only where "
+                             "this says)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
     chosen = [n.strip() for item in args.only for n in item.split(",") if n.strip()]
@@ -40,6 +42,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown benchmark {', '.join(unknown)}; choose from "
                      f"{', '.join(BENCHMARKS)}")
     names = [n for n in BENCHMARKS if not chosen or n in chosen]
+    output = args.output
+    if output is None and not args.quick:
+        output = str(ROOT / "docs" / "benchmarks.md")
+    if args.no_write:
+        output = None
     command = _command(argv)
     failed = []
     started = time.monotonic()
@@ -56,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(section.markdown(), flush=True)
         print(f"== {name}: {time.monotonic() - t0:.1f} s", file=sys.stderr, flush=True)
-        if not args.no_write:
-            update_doc(args.output, [section])
+        if output is not None:
+            update_doc(output, [section])
     print(f"== all: {time.monotonic() - started:.1f} s"
           + (f"; FAILED: {', '.join(failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
