@@ -111,8 +111,10 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         return None if math.isnan(value) else round(value * 1000, 3)
 
     largest = None
-    if count and d.hist:
-        top = max(i for i, n in enumerate(d.hist) if n > 0)
+    # A sender's codes and buckets may disagree (a row with codes but no bucket counts is
+    # valid on the wire): no bucket, no maximum.
+    top = max((i for i, n in enumerate(d.hist) if n > 0), default=None)
+    if count and top is not None:
         bound = bounds[top] if top < len(bounds) else math.inf
         top_ms = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
         # Only the +Inf bucket with no maximum reported: unknown, and JSON has no Infinity.
