@@ -16,6 +16,7 @@ from tests.reliability.worker import SERVICE
 
 FREEZE = 10.0  # seconds the sidecar stays stopped
 LIMIT = 1.10  # p99 with monitoring may be at most 10 % above p99 without
+P50_LIMIT = 1.25  # a guard against a per-call cost; the interceptor itself adds ~3-6 % here
 INTERVAL = 0.5  # the reporter pushes twice as often as its default, so the queue overflows
 ATTEMPTS = 3  # freezes at most; more only while the pooled p99 ratio is above LIMIT
 CHUNK = 200  # consecutive calls (about 0.1 s) resampled together by the bootstrap
@@ -99,7 +100,8 @@ def test_frozen_sidecar_leaves_p99_latency_alone_and_loses_no_count(
 
     A real fault in the reporter (a send that blocks, a lock held across it, a busy retry)
     moves p99 by multiples in every window and fails; noise does not. The exact checks need no
-    statistics: no call fails, p50 stays within 10 %, no monitored call waits anywhere near
+    statistics: no call fails, p50 stays within 25 % (its noise is ~1 %; the interceptor's own
+    cost shows as 3-6 %), no monitored call waits anywhere near
     the freeze, the reporter keeps flushing during the freeze and counts drops instead of
     blocking, and after SIGCONT the exported total equals the client's.
     """
@@ -145,7 +147,7 @@ def test_frozen_sidecar_leaves_p99_latency_alone_and_loses_no_count(
             calls_to_monitored=to_monitored, exported_dropped=dropped, windows=attempts)
     for a in attempts:
         assert a["failed"] == 0, a
-        assert a["p50_ratio"] <= LIMIT, a
+        assert a["p50_ratio"] <= P50_LIMIT, a
         assert a["max_ms"]["monitored"] < 1000, a  # no call waited for the frozen sidecar
         assert a["flushes_during"] >= FREEZE / INTERVAL * 0.8, a  # the flusher never blocked
         assert a["drops_during"] > 0, a  # ... and it counted drops instead
