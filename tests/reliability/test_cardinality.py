@@ -101,7 +101,8 @@ def test_hostile_names_reach_both_formats_intact_or_cleaned_never_breaking_them(
     assert all(n.isprintable() and len(n) <= protocol.MAX_NAME for n in got)
     _, om, _ = http_get(sidecar.url + "/metrics",
                         {"Accept": "application/openmetrics-text; version=1.0.0"})
-    om_methods = {s.labels["grpc_method"] for f in om_parse(om) for s in f.samples
+    om_methods = {s.labels["grpc_method"] for f in om_parse(om)  # type: ignore[no-untyped-call]
+                  for s in f.samples
                   if s.name == "grpc_server_started_total"}
     assert om_methods == set(got)
     assert sample(text, "oracle_sidecar_messages_rejected_total") == 0

@@ -77,9 +77,8 @@ def test_a_bad_value_for_any_flag_or_env_var_exits_2_naming_it(
     """The flag and its env twin, each with a value the option refuses."""
     for name in {e for _, _, e, _ in OPTIONS if e}:
         monkeypatch.delenv(name, raising=False)
-    if parse is None:  # a switch: only its env twin takes a value
-        value = "maybe"
-    else:
+    value: str | None = "maybe"  # a switch: only its env twin takes a value
+    if parse is not None:
         value = bad_value(parse)
         assert value is not None
         with pytest.raises(SystemExit) as info:
@@ -87,6 +86,7 @@ def test_a_bad_value_for_any_flag_or_env_var_exits_2_naming_it(
         assert info.value.code == 2
         err = capsys.readouterr().err
         assert flag in err, err
+    assert value is not None
     monkeypatch.setenv(env, value)
     with pytest.raises(SystemExit) as info:
         cli.main([command])

@@ -16,6 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sidecar.demo import METHODS
 from tests.conftest import SidecarProcess, free_port, http_get, parse_metrics, wait_for
 from tests.reliability.conftest import ROOT, cpu_seconds, rss_kib
@@ -34,6 +36,7 @@ def exported(text: str) -> dict[str, dict[str, int]]:
     return out
 
 
+@pytest.mark.timeout(SECONDS + 180)
 def test_soak_at_full_rate_keeps_sidecar_memory_flat_and_counts_exact(
         sidecar: SidecarProcess, tmp_path: Path, figures: Any) -> None:
     """A minute at full rate: sidecar RSS does not grow after warm-up; totals exact at the end.
@@ -97,6 +100,8 @@ def test_soak_at_full_rate_keeps_sidecar_memory_flat_and_counts_exact(
             if proc is not None and proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+        if load is not None and load.stdout is not None:
+            load.stdout.close()
         for f in logs.values():
             f.close()
 
