@@ -23,7 +23,8 @@ from tests.conftest import SidecarProcess, free_port, http_get, parse_metrics, w
 from tests.reliability.conftest import ROOT, cpu_seconds, rss_kib
 
 SECONDS = float(os.environ.get("RELIABILITY_SOAK_SECONDS", "60"))
-WARMUP = min(20.0, SECONDS / 3)
+# A third of the run, at most the 5.5 minutes in which the history ring keeps a point per 5 s.
+WARMUP = min(SECONDS / 3, 330.0)
 SERVICE = "nps.oracle.OracleService"
 
 
