@@ -265,7 +265,7 @@ class Exposition:
             current = pick(values)
             d = current - previous if previous.hist or previous.codes else current
             previous = current
-            s = summarise(d, bounds, t1 - t0, 0.0)
+            s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
             points.append({
                 "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
                 "errors": s["errors"], "rate_per_second": s["rate_per_second"],

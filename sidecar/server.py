@@ -61,7 +61,7 @@ def bind_socket(path: str) -> socket.socket:
     """A non-blocking datagram socket bound at ``path`` with mode 0660."""
     directory = os.path.dirname(path) or "."
     try:
-        os.makedirs(directory, exist_ok=True)
+        os.makedirs(directory, mode=0o770, exist_ok=True)  # the socket's group, no one else
     except OSError as err:
         raise SocketError(f"cannot create the socket directory {directory}: "
                           f"{err.strerror}") from err

@@ -152,3 +152,19 @@ def test_bad_configuration_exits_with_a_message_naming_the_setting(tmp_path: Pat
     assert out.returncode == 2 and "LOG_LEVEL" in out.stderr
     out = serve("--grpc-health-target", "nohost")
     assert out.returncode == 2 and "HOST:PORT" in out.stderr
+
+
+def test_history_percentiles_are_capped_at_the_largest_duration_seen(
+        sidecar: SidecarProcess) -> None:
+    """History p95 never exceeds the slowest RPC, as in the snapshot (not bucket interpolation)."""
+    rep = Reporter("svc", socket_path=sidecar.socket)
+    for _ in range(20):
+        series = rep.series("/svc/Fast")
+        assert series is not None
+        rep.observe(series, 0.000002)
+    rep.flush()
+    wait_for(lambda: http_json(sidecar.url + "/api/v1/history")["points"][-1]["count"] == 20, 5,
+             message="the push in the history")
+    point = http_json(sidecar.url + "/api/v1/history?rpc=svc/Fast")["points"][-1]
+    assert point["p95_ms"] == 0.002
+    assert stat.S_IMODE(os.stat(os.path.dirname(sidecar.socket)).st_mode) & 0o007 == 0
