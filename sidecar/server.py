@@ -15,7 +15,6 @@ import errno
 import json
 import logging
 import os
-import signal
 import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -30,11 +29,11 @@ from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.reporter.core import DEFAULT_SOCKET
 from sidecar.store import Store
+from sidecar.web import serve_until_signal
 
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
 log = logging.getLogger("sidecar.server")
-KEEPALIVE = 10.0  # seconds a connection may wait for (the rest of) a request
 
 
 @dataclass(frozen=True)
@@ -382,27 +381,13 @@ def run(args: argparse.Namespace) -> int:
 async def serve(settings: Settings) -> int:
     """Serve until a signal; /ready turns 503 at once, then requests drain and it exits."""
     app = create_app(settings)
-    # A connection that has not finished a request (or sits idle) for KEEPALIVE s is closed;
-    # aiohttp's own default is an hour, long enough for slow clients to pile up.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0,
-                           keepalive_timeout=KEEPALIVE)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    try:
-        await site.start()
-    except OSError as err:
-        await runner.cleanup()
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, err.strerror)
-        return 1
-    log.info("serving", extra={"port": settings.port, "version": __version__})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    app[STATE]["draining"] = True
-    log.info("stopping: /ready now answers 503", extra={"drain_seconds": settings.drain_seconds})
-    await asyncio.sleep(settings.drain_seconds)
-    await runner.cleanup()
-    log.info("stopped")
-    return 0
+
+    async def drain() -> None:
+        app[STATE]["draining"] = True
+        log.info("stopping: /ready now answers 503",
+                 extra={"drain_seconds": settings.drain_seconds})
+        await asyncio.sleep(settings.drain_seconds)
+
+    return await serve_until_signal(
+        app, settings.host, settings.port, log, shutdown_timeout=5.0,
+        started={"port": settings.port, "version": __version__}, before_stop=drain)

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import signal
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -47,6 +46,7 @@ from sidecar.dashboard.alerts import read_alert_state
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.targets import Discovery, Fetched, Target, discover, fetch_json
+from sidecar.web import serve_until_signal
 
 __all__ = ["Board", "Settings", "configure", "create_app", "run", "serve"]
 
@@ -479,28 +479,9 @@ def run(args: argparse.Namespace) -> int:
 
 async def serve(settings: Settings) -> int:
     """Serve until a signal."""
-    app = create_app(settings)
-    # A connection that has not finished a request (or sits idle) for 10 s is closed; aiohttp's
-    # own default is an hour, long enough for slow clients to pile up.
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2.0, access_log=None,
-                           keepalive_timeout=10.0)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    try:
-        await site.start()
-    except OSError as err:
-        await runner.cleanup()
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, err.strerror)
-        return 1
     how = (f"{len(settings.targets)} fixed target(s)" if settings.targets
            else f"pods matching {settings.selector}")
-    log.info("serving the dashboard", extra={"port": settings.port, "version": __version__,
-                                             "watching": how})
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await runner.cleanup()
-    log.info("stopped")
-    return 0
+    return await serve_until_signal(
+        create_app(settings), settings.host, settings.port, log, shutdown_timeout=2.0,
+        started={"port": settings.port, "version": __version__, "watching": how},
+        access_log=False)

@@ -23,11 +23,11 @@ from typing import Any
 import pytest
 
 from sidecar.reporter.core import Reporter
+from sidecar.web import KEEPALIVE  # what both servers give a connection for its request
 from tests.conftest import SidecarProcess, free_port, http_get, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMATHESIS = Path(sys.executable).with_name("schemathesis")
-KEEPALIVE = 10.0  # what both servers give a connection to send its request
 
 
 def raw(port: int, data: bytes, timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
