@@ -1,9 +1,11 @@
 """``oracle-sidecar demo``: the whole system on one machine, as separate processes.
 
 Starts, in this order and each once the one before answers: the sidecar (``serve``) on a socket
-in a fresh temporary directory, the demo Oracle reporting to that socket, the dashboard when
-``sidecar.dashboard.app`` is importable, and a gentle load (``--rate`` calls per second spread
-over the eight methods). Then prints the URLs to open and curl commands to try.
+in a fresh temporary directory, the demo Oracle reporting to that socket, the alerter in a loop
+(state in a file there; it only logs unless NPS_BOT_TOKEN and NPS_CHAT_ID are set), the
+dashboard when ``sidecar.dashboard.app`` is importable (showing that alert state), and a gentle
+load (``--rate`` calls per second spread over the eight methods). Then prints the URLs to open
+and curl commands to try.
 
 SIGINT (Ctrl-C) or SIGTERM stops the children in reverse order (SIGTERM, then SIGKILL after
 10 s), removes the socket and the temporary directory, and exits 0. A second Ctrl-C kills at
@@ -108,6 +110,7 @@ class _Demo:
         self.children: list[_Child] = []
         self.dir = Path(tempfile.mkdtemp(prefix="oracle-sidecar-demo-"))
         self.socket = self.dir / "metrics.sock"
+        self.alert_state = self.dir / "alert-state.json"
         self.env = {**os.environ, "ORACLE_METRICS_SOCKET": str(self.socket),
                     "PYTHONUNBUFFERED": "1"}
 
@@ -215,6 +218,15 @@ class _Demo:
         _say(f"started oracle (pid {oracle.proc.pid}): gRPC localhost:{a.oracle_port}, "
              f"control http://localhost:{a.control_port}/knobs")
 
+        # The alerter, as its CronJob would run it but in a loop, keeping its state in a file the
+        # dashboard shows. Without NPS_BOT_TOKEN/NPS_CHAT_ID it only logs what it would send.
+        alerter = self.spawn("alerter", [
+            "alert", "--loop", "--interval", "10", "--target", f"http://127.0.0.1:{a.http_port}",
+            "--state-file", str(self.alert_state), "--window", "1m", "--min-requests", "10",
+            "--cooldown", "120",
+        ])
+        _say(f"started alerter (pid {alerter.proc.pid}): every 10 s, state {self.alert_state}")
+
         if a.no_dashboard:
             _say("dashboard skipped (--no-dashboard)")
         elif not _importable("sidecar.dashboard.app"):
@@ -223,6 +235,7 @@ class _Demo:
             dashboard = self.spawn("dashboard", [
                 "dashboard", "--port", str(a.dashboard_port),
                 "--target", f"http://127.0.0.1:{a.http_port}",
+                "--alert-state-file", str(self.alert_state),
             ])
             self.wait_until(dashboard, "its port", lambda: _tcp_open(a.dashboard_port))
             _say(f"started dashboard (pid {dashboard.proc.pid}) on "
@@ -259,6 +272,8 @@ class _Demo:
             f"  curl -s -X POST {knobs} -d '{{\"scenario\": \"cycle\", \"phase_seconds\": 60}}'",
             f"  curl -s -X POST localhost:{a.control_port}/reset",
             f"  oracle-sidecar load --target localhost:{a.oracle_port} --requests 2000",
+            f"Alerts: {self.alert_state} (set NPS_BOT_TOKEN and NPS_CHAT_ID to get them on "
+            "Telegram)",
             f"Logs: {self.dir}/*.log" if not a.verbose else "Logs: above",
             "Press Ctrl-C to stop.",
             "",

@@ -45,7 +45,7 @@ def test_demo_serves_every_method_and_sigint_stops_everything(procs):
     assert proc.running(), proc.log()
     socket_path = Path(_logged(proc, r"demo: socket (\S+)"))
     children = _children(proc)
-    assert {"sidecar", "oracle", "load"} <= set(children)
+    assert {"sidecar", "oracle", "alerter", "load"} <= set(children)
     assert all(alive(pid) for pid in children.values())
     assert socket_path.exists()
 
@@ -76,7 +76,7 @@ def test_a_dying_child_is_named_and_the_rest_are_stopped(procs):
     wait_for(lambda: "Press Ctrl-C to stop." in proc.log() or not proc.running(), 30,
              "the demo to start everything")
     children = _children(proc)
-    assert set(children) == {"sidecar", "oracle", "load"}
+    assert set(children) == {"sidecar", "oracle", "alerter", "load"}
     os.kill(children["oracle"], signal.SIGKILL)
     assert proc.proc.wait(30) == 1
     log = proc.log()
