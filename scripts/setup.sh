@@ -28,10 +28,15 @@ if (( want_test )); then
     echo "setup: installing Debian packages: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    # policy-rc.d 101 keeps the packages' own services (a system Prometheus on :9090) from starting.
-    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    # policy-rc.d 101 keeps the packages' own services (a system Prometheus on :9090) from
+    # starting; a policy file the machine already has is left as it is.
+    ours=0
+    if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+      ours=1
+    fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    rm -f /usr/sbin/policy-rc.d
+    (( ours )) && rm -f /usr/sbin/policy-rc.d
   fi
 fi
 
