@@ -36,7 +36,7 @@ if (( want_test )); then
       ours=1
     fi
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    (( ours )) && rm -f /usr/sbin/policy-rc.d
+    if (( ours )); then rm -f /usr/sbin/policy-rc.d; fi
   fi
 fi
 
