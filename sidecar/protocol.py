@@ -323,14 +323,19 @@ def _name(value: Any, where: str, empty: bool = False) -> str:
     return value
 
 
-def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+def _bounded_map(obj: Any, where: str) -> dict[Any, Any]:
+    """An object of at most MAX_KEYS keys (exception types, codes, checks)."""
     if not isinstance(obj, dict):
         raise ProtocolError("bad_field", f"{where} must be an object, not {_kind(obj)}")
     if len(obj) > MAX_KEYS:
         raise ProtocolError("too_many_series", f"{where} has {len(obj)} keys, "
                                                f"the limit is {MAX_KEYS}")
+    return obj
+
+
+def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
     out = {}
-    for key, value in obj.items():
+    for key, value in _bounded_map(obj, where).items():
         if names is not None and key not in names:
             raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name")
         out[_name(key, f"{where} key")] = _count(value, f"{where}.{key[:40]}")
@@ -338,13 +343,8 @@ def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> di
 
 
 def _text_map(obj: Any, where: str) -> dict[str, str]:
-    if not isinstance(obj, dict):
-        raise ProtocolError("bad_field", f"{where} must be an object, not {_kind(obj)}")
-    if len(obj) > MAX_KEYS:
-        raise ProtocolError("too_many_series", f"{where} has {len(obj)} keys, "
-                                               f"the limit is {MAX_KEYS}")
     out = {}
-    for key, value in obj.items():
+    for key, value in _bounded_map(obj, where).items():
         if not isinstance(value, str) or len(value) > MAX_TEXT:
             raise ProtocolError("bad_field", f"{where}.{key[:40]} must be a string of at most "
                                              f"{MAX_TEXT} characters")

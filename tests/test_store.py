@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import pytest
@@ -165,5 +166,4 @@ def test_histogram_quantile_matches_promql() -> None:
     assert histogram_quantile(0.5, bounds, (0, 10, 0, 0)) == pytest.approx(0.55)
     assert histogram_quantile(0.95, bounds, (90, 5, 5, 0)) == pytest.approx(1.0)
     assert histogram_quantile(0.99, bounds, (0, 0, 0, 5)) == 10.0
-    assert histogram_quantile(0.5, bounds, (0, 0, 0, 0)) != histogram_quantile(0.5, bounds,
-                                                                                (0, 0, 0, 0))
+    assert math.isnan(histogram_quantile(0.5, bounds, (0, 0, 0, 0)))  # no observations
