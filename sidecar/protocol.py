@@ -89,6 +89,8 @@ class Row:
     max: float
     exceptions: dict[str, int] = field(default_factory=dict)
     last_error: tuple[str, float] | None = None  # (code, unix time)
+    msg_received: int = 0
+    msg_sent: int = 0
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -277,8 +279,12 @@ def _row(obj: Any, index: int, n_buckets: int) -> Row:
                 or not isinstance(last[1], (int, float)) or isinstance(last[1], bool)):
             raise ProtocolError("bad_field", f"{where}last_error must be [CODE, unix time]")
         last_error = (str(last[0]), float(last[1]))
+    # Messages received and sent; a sender that does not count them is taken to be unary:
+    # one request per started call, one response per OK.
+    msg_received = _count(obj.get("msg_received", started), where + "msg_received")
+    msg_sent = _count(obj.get("msg_sent", codes.get("OK", 0)), where + "msg_sent")
     return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
-               exceptions, last_error)
+               exceptions, last_error, msg_received, msg_sent)
 
 
 def _kind(value: Any) -> str:

@@ -25,6 +25,8 @@ class Totals:
     max: float = 0.0
     exceptions: dict[str, int] = field(default_factory=dict)
     last_error: tuple[str, float] | None = None
+    msg_received: int = 0  # stream messages received (1 per unary call)
+    msg_sent: int = 0  # stream messages sent (1 per successful unary call)
 
     @property
     def handled(self) -> int:
@@ -61,6 +63,8 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         max=max(a.max, b.max),
         exceptions={e: n for e, n in exceptions.items() if n},
         last_error=last,
+        msg_received=a.msg_received + sign * b.msg_received,
+        msg_sent=a.msg_sent + sign * b.msg_sent,
     )
 
 
