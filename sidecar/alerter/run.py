@@ -3,7 +3,8 @@
 One run: find the targets (Oracle pods through the Kubernetes API, or fixed URLs), GET every
 sidecar's ``/api/v1/snapshot`` at once, judge them (:mod:`sidecar.alerter.rules`), decide what is
 due against the state and the cooldown and claim it in the state (:mod:`~.decisions`), deliver
-to Telegram (:mod:`~.telegram`), record what was delivered. ``--loop`` repeats every
+to Telegram, one message per severity (:mod:`~.grouping`, :mod:`~.telegram`), record what was
+delivered. ``--loop`` repeats every
 ``--interval`` seconds; ``--test`` sends one test message; ``--dry-run`` prints the messages and
 changes nothing.
 
@@ -32,7 +33,8 @@ import aiohttp
 
 from sidecar import options
 from sidecar.alerter.decisions import Decision, Notice, plan, settle
-from sidecar.alerter.messages import probe_message, render
+from sidecar.alerter.grouping import messages
+from sidecar.alerter.messages import probe_message
 from sidecar.alerter.rules import (
     SNAPSHOT_PATH,
     WINDOWS,
@@ -284,6 +286,7 @@ async def _transact(store: Store, change: Callable[[State], tuple[_T, State]]) -
 
 _WORDS = {
     "due": "alert due",
+    "grouped": "alert within its cooldown joins this run's message of its severity",
     "suppressed": "alert suppressed by cooldown",
     "in_flight": "alert left to another run that is delivering it",
     "closed": "alert closed",
@@ -398,7 +401,8 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     failed = sum(1 for _, ok in outcomes if not ok)
     if outcomes:
         try:
-            await _transact(store, lambda s: (None, settle(s, run_id, outcomes)))
+            via = "telegram" if settings.token and settings.chat_id else "log"
+            await _transact(store, lambda s: (None, settle(s, run_id, outcomes, via)))
         except api_errors as err:
             log.error("cannot record the deliveries; their claims expire and a later run "
                       "retries them: %s", err, extra={"state": store.where, "run": run_id})
@@ -419,15 +423,15 @@ def _log_verdicts(evaluation: Evaluation, run_id: str) -> None:
 def _print(notices: tuple[Notice, ...], now: float, hint: str | None, out: TextIO) -> None:
     if not notices:
         print("(dry run: no message is due)", file=out)
-    for notice in notices:
-        print(f"--- would send ({notice.level}, {', '.join(notice.keys)}):", file=out)
-        print(render(notice, now, hint), file=out)
+    for message in messages(notices, now, hint):
+        print(f"--- would send ({message.level}, {', '.join(message.keys)}):", file=out)
+        print(message.text, file=out)
     out.flush()
 
 
 async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, deadline: float,
                    run_id: str) -> list[tuple[str, bool]]:
-    """Deliver each notice (most severe first); (alert key, delivered) for every key claimed."""
+    """One message per level (most severe first); (alert key, delivered) for every key claimed."""
     outcomes: list[tuple[str, bool]] = []
     if not notices:
         return outcomes
@@ -435,10 +439,10 @@ async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, 
     send_deadline = deadline - min(10.0, settings.deadline * 0.25)
     async with aiohttp.ClientSession(trust_env=True) as session:
         telegram = _telegram(settings, session)
-        for notice in notices:
-            text = render(notice, now, settings.hint)
-            extra = {"run": run_id, "alert_keys": list(notice.keys), "severity": notice.level,
-                     "alert_kind": notice.kind, "target": notice.target}
+        for message in messages(notices, now, settings.hint):
+            text = message.text
+            extra = {"run": run_id, "alert_keys": list(message.keys), "severity": message.level,
+                     "alert_kind": ",".join(message.kinds), "target": ",".join(message.targets)}
             if telegram is None:
                 log.warning("alert logged (no Telegram bot token configured)",
                             extra={**extra, "decision": "logged", "text": text})
@@ -453,7 +457,7 @@ async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, 
                     log.error("alert delivery failed; a later run tries again: %s",
                               delivery.error, extra={**extra, "decision": "failed",
                                                      "attempts": delivery.attempts})
-            outcomes += [(key, delivery.ok) for key in notice.keys]
+            outcomes += [(key, delivery.ok) for key in message.keys]
     return outcomes
 
 
