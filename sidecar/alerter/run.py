@@ -468,26 +468,48 @@ def _telegram(settings: Settings, session: aiohttp.ClientSession) -> Telegram | 
                     attempt_timeout=settings.attempt_timeout, backoff=settings.backoff)
 
 
-async def send_test(settings: Settings, clock: Callable[[], float] = time.time) -> int:
-    """``--test``: one test message; 0 when Telegram took it, else 1."""
+TEST_DEADLINE = 8.0  # seconds ``--test`` may take: a person is waiting for the answer
+TEST_ATTEMPT_TIMEOUT = 3.5  # per attempt; two attempts at most
+
+
+async def send_test(settings: Settings, clock: Callable[[], float] = time.time,
+                    err: TextIO | None = None) -> int:
+    """``--test``: one test message; 0 when Telegram took it, else 1.
+
+    A person is waiting: two attempts at most, an answer within :data:`TEST_DEADLINE` seconds
+    whatever the failure (refused, no answer, unroutable), and a plain line on stderr besides
+    the JSON log.
+    """
+    say = err or sys.stderr
     if not settings.token or not settings.chat_id:
         log.error("no Telegram bot token and chat: set NPS_BOT_TOKEN (or NPS_BOT_TOKEN_FILE) "
                   "and NPS_CHAT_ID")
+        print("alert --test: not sent: set NPS_BOT_TOKEN (or NPS_BOT_TOKEN_FILE) and "
+              "NPS_CHAT_ID", file=say, flush=True)
         return 1
     how = settings.discovery
     where = ", ".join(how.urls) if how.urls else f"the pods {how.selector}" + (
         f" in namespace {how.namespace}" if how.namespace else "")
     loop = asyncio.get_running_loop()
+    started = loop.time()
     async with aiohttp.ClientSession(trust_env=True) as session:
-        telegram = _telegram(settings, session)
-        assert telegram is not None
+        telegram = Telegram(session, settings.telegram_api_url, settings.token, settings.chat_id,
+                            attempt_timeout=min(settings.attempt_timeout, TEST_ATTEMPT_TIMEOUT),
+                            backoff=settings.backoff, max_attempts=2)
         delivery = await telegram.send(probe_message(clock(), where, settings.hint),
-                                       loop.time() + settings.deadline)
+                                       started + min(settings.deadline, TEST_DEADLINE))
+    took = loop.time() - started
     if delivery.ok:
         log.info("test message sent", extra={"decision": "sent", "attempts": delivery.attempts})
+        print(f"alert --test: sent to chat {settings.chat_id} in {took:.1f} s; check the chat",
+              file=say, flush=True)
         return 0
     log.error("test message failed: %s", delivery.error,
               extra={"decision": "failed", "attempts": delivery.attempts})
+    print(f"alert --test: NOT sent ({delivery.attempts} attempt(s) in {took:.1f} s): "
+          f"{delivery.error}. Check the network (or HTTPS_PROXY) to "
+          f"{settings.telegram_api_url} (TELEGRAM_API_URL), the bot token and NPS_CHAT_ID.",
+          file=say, flush=True)
     return 1
 
 

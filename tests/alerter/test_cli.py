@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -205,3 +208,54 @@ def test_loop_repeats_until_sigterm(telegram: FakeTelegramAPI, tmp_path: Path) -
     assert len(telegram.messages) == 1  # the in-memory cooldown held
     assert '"alert suppressed by cooldown"' in log_path.read_text()
     assert telegram.token not in log_path.read_text()
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A 127.0.0.1 port that accepts connections and never answers; (URL, accepted sockets)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stopping.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    stopping.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("mode", ["refused", "no-answer"])
+def test_test_message_with_telegram_unreachable_answers_within_10_s(
+        mode: str, silent_listener: tuple[str, list[socket.socket]]) -> None:
+    """--test, Telegram refused or silent: exit 1 within 10 s, two attempts at most, a plain
+    line on stderr besides the JSON log."""
+    url = f"http://127.0.0.1:{free_port()}" if mode == "refused" else silent_listener[0]
+    env = {**os.environ, "TELEGRAM_API_URL": url, "NPS_BOT_TOKEN": "123:abc",
+           "NPS_CHAT_ID": "-100", "ORACLE_HTTP_URL": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sidecar.cli", "alert", "--test"], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert took < 10, f"--test took {took:.1f} s"
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("alert --test: NOT sent")]
+    assert "TELEGRAM_API_URL" in line and url in line
+    (failed,) = [json.loads(x) for x in done.stdout.splitlines() if '"decision"' in x]
+    assert failed["decision"] == "failed" and failed["attempts"] <= 2
+    if mode == "no-answer":
+        assert 1 <= len(silent_listener[1]) <= 2
