@@ -54,6 +54,12 @@ class SocketError(RuntimeError):
     """The metrics socket cannot be made; the message says why and what to do."""
 
 
+_SOCKET_FIX = ("run the sidecar as a user that may write there, or choose another path with "
+               "--socket / ORACLE_METRICS_SOCKET")
+_PORT_FIX = ("choose another port with --port / ORACLE_HTTP_PORT (0 = any free port) or "
+             "another address with --host / ORACLE_HTTP_HOST")
+
+
 # -- the socket ---------------------------------------------------------------------------------
 
 def bind_socket(path: str) -> socket.socket:
@@ -63,11 +69,14 @@ def bind_socket(path: str) -> socket.socket:
         os.makedirs(directory, mode=0o770, exist_ok=True)  # the socket's group, no one else
     except OSError as err:
         raise SocketError(f"cannot create the socket directory {directory}: "
-                          f"{err.strerror}") from err
+                          f"{err.strerror}; {_SOCKET_FIX}") from err
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         mode = None
+    except OSError as err:  # e.g. a directory this user may not search
+        raise SocketError(f"cannot use the socket directory {directory}: {err.strerror}; "
+                          f"{_SOCKET_FIX}") from err
     if mode is not None:
         if not stat.S_ISSOCK(mode):
             raise SocketError(f"{path} exists and is not a socket; remove it or choose another "
@@ -78,7 +87,7 @@ def bind_socket(path: str) -> socket.socket:
         except OSError as err:
             if err.errno != errno.ECONNREFUSED:
                 raise SocketError(f"cannot check the existing socket {path}: "
-                                  f"{err.strerror}") from err
+                                  f"{err.strerror}; {_SOCKET_FIX}") from err
             os.unlink(path)  # stale: left by a sidecar that crashed
             log.info("replaced a stale metrics socket", extra={"socket": path})
         else:
@@ -98,7 +107,7 @@ def bind_socket(path: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     except OSError as err:
         sock.close()
-        raise SocketError(f"cannot bind {path}: {err.strerror}") from err
+        raise SocketError(f"cannot bind {path}: {err.strerror}; {_SOCKET_FIX}") from err
     sock.setblocking(False)
     return sock
 
@@ -371,11 +380,35 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("oracle-sidecar", args.log_level)
     settings = Settings(args.socket, args.host, args.port, args.stale_after, args.expire_after,
                         args.max_series, args.grpc_health_target, args.drain_seconds)
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:  # before anything else starts or logs that it did
+        log.error("cannot start: %s", problem)
+        return 1
     try:
         return asyncio.run(serve(settings))
     except SocketError as err:
         log.error("cannot start: %s", err)
         return 1
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the HTTP server could not listen on ``host:port`` (naming the fix), or None.
+
+    Bound the way aiohttp binds (SO_REUSEADDR), then released at once.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        return f"cannot listen on {host}:{port}: {err.strerror}; {_PORT_FIX}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return f"cannot listen on {host}:{port}: {err.strerror}; {_PORT_FIX}"
+    return None
 
 
 async def serve(settings: Settings) -> int:
