@@ -360,15 +360,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(parser, "--host", env="ORACLE_HTTP_HOST", default="0.0.0.0", help="address to serve on")
     add(parser, "--port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
         help="HTTP port for /metrics, /health, /ready, /livez")
-    add(parser, "--stale-after", env="ORACLE_STALE_AFTER", type=options.positive_float,
+    add(parser, "--stale-after", env="ORACLE_STALE_AFTER", type=options.positive_duration,
         default=5.0, help="seconds without a push before a process counts as down")
-    add(parser, "--expire-after", env="ORACLE_EXPIRE_AFTER", type=options.positive_float,
+    add(parser, "--expire-after", env="ORACLE_EXPIRE_AFTER", type=options.positive_duration,
         default=60.0, help="seconds without a push before a process's totals are retired")
     add(parser, "--max-series", env="ORACLE_MAX_SERIES", type=options.positive_int,
         default=2000, help="most RPC methods exported; more are counted as overflow")
     add(parser, "--grpc-health-target", env="ORACLE_GRPC_HEALTH_TARGET", type=options.host_port,
         help="HOST:PORT whose grpc.health.v1 must answer SERVING for /ready")
-    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=options.non_negative_float,
+    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS",
+        type=options.non_negative_duration,
         default=2.0,
         help="after SIGTERM, seconds to keep serving with /ready at 503 before exiting")
     add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",

@@ -113,23 +113,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ConfigMap that keeps the alert state between runs")
     add(parser, "--state-file", env="ALERT_STATE_FILE",
         help="JSON file that keeps the alert state (outside Kubernetes; wins over the ConfigMap)")
-    add(parser, "--interval", env="ALERT_CHECK_INTERVAL", type=options.positive_float,
-        default=30.0, help="seconds between evaluations with --loop")
-    add(parser, "--cooldown", env="ALERT_COOLDOWN", type=options.positive_float, default=300.0,
-        help="seconds before the same alert (kind, target, RPC) is sent again")
+    add(parser, "--interval", env="ALERT_CHECK_INTERVAL", type=options.positive_duration,
+        default=30.0, help="time between evaluations with --loop (30, 30s, 5m)")
+    add(parser, "--cooldown", env="ALERT_COOLDOWN", type=options.non_negative_duration,
+        default=300.0, help="time before the same alert (kind, target, RPC) is sent again "
+        "(300, 5m; 0: no cooldown, every run sends what holds)")
     add(parser, "--error-rate-percent", env="ALERT_ERROR_RATE_PERCENT",
         type=options.positive_float, default=5.0,
         help="WARNING when an RPC's errors exceed this percentage of its requests in the window")
-    add(parser, "--p95-seconds", env="ALERT_P95_SECONDS", type=options.positive_float,
+    add(parser, "--p95-seconds", env="ALERT_P95_SECONDS", type=options.positive_duration,
         default=10.0, help="WARNING when an RPC's P95 latency in the window exceeds this")
     add(parser, "--window", env="ALERT_WINDOW", default="5m", choices=list(WINDOWS),
         help="window the error-rate and latency rules look at")
     add(parser, "--min-requests", env="ALERT_MIN_REQUESTS", type=options.positive_int,
         default=20, help="fewest requests in the window for the error-rate and latency rules")
-    add(parser, "--startup-grace", env="ALERT_STARTUP_GRACE", type=options.positive_float,
+    add(parser, "--startup-grace", env="ALERT_STARTUP_GRACE", type=options.positive_duration,
         default=60.0, help="seconds a new sidecar may wait for the Oracle's first report "
         "before that counts as degraded")
-    add(parser, "--deadline", env="ALERT_DEADLINE", type=options.positive_float, default=40.0,
+    add(parser, "--deadline", env="ALERT_DEADLINE", type=options.positive_duration, default=40.0,
         help="seconds one run may take, Telegram retries included (below the Job's deadline)")
     add(parser, "--bot-token-file", env="NPS_BOT_TOKEN_FILE",
         help="file holding the Telegram bot token (a mounted Secret); else env NPS_BOT_TOKEN. "

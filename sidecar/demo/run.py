@@ -432,9 +432,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
-                type=options.positive_float, default=120.0, help="length of a scenario phase")
+                type=options.positive_duration, default=120.0, help="length of a scenario phase")
     options.add(parser, "--startup-timeout", env="DEMO_STARTUP_TIMEOUT",
-                type=options.positive_float, default=30.0,
+                type=options.positive_duration, default=30.0,
                 help="seconds each process gets to start answering")
     options.flag(parser, "--no-dashboard", env="DEMO_NO_DASHBOARD",
                  help="do not start the dashboard")

@@ -322,3 +322,17 @@ async def test_alert_claimed_by_another_run_is_not_sent(
     assert telegram.attempts == []
     assert len(decisions(caplog, "in_flight")) == 1
     assert cm_state(fake_kube).claims[key].run == "other-run"
+
+
+async def test_a_zero_cooldown_sends_what_holds_on_every_run(
+        oracle: Reporter, sidecar: SidecarProcess, telegram: FakeTelegramAPI,
+        tmp_path: Path) -> None:
+    """ALERT_COOLDOWN=0: no cooldown; a CRITICAL that holds is sent again by the next run."""
+    oracle.set_health("degraded", {"db": "timeout"})
+    health_is(sidecar, "degraded")
+    settings = settings_for(telegram, discovery=Discovery(urls=(sidecar.url,)),
+                            state_file=str(tmp_path / "s.json"), cooldown=0.0)
+    assert await evaluate_once(settings) == 0
+    assert await evaluate_once(settings) == 0
+    assert len(telegram.messages) == 2
+    assert "(still, for" in telegram.texts()[1]
