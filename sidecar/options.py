@@ -161,11 +161,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
 
 
-def duration(text: str) -> float:
-    """Seconds from ``30``, ``30s``, ``250ms``, ``5m``, ``1h``, ``1h30m``, ``2d``; zero or more.
-
-    A bare number is seconds, as every duration flag used to take.
-    """
+def _seconds(text: str) -> float:
     raw = text.strip().lower().replace(" ", "")
     try:
         value = float(raw)
@@ -177,6 +173,15 @@ def duration(text: str) -> float:
         value = sum(float(n) * _UNITS[u] for n, u in parts)
     if value != value or value in (float("inf"), float("-inf")):
         raise ValueError(f"{text!r} must be a finite duration")
+    return value
+
+
+def duration(text: str) -> float:
+    """Seconds from ``30``, ``30s``, ``250ms``, ``5m``, ``1h``, ``1h30m``, ``2d``; zero or more.
+
+    A bare number is seconds, as every duration flag used to take.
+    """
+    value = _seconds(text)
     if value < 0:
         raise ValueError(f"{text!r} must be a duration of zero or more")
     return value
@@ -184,7 +189,7 @@ def duration(text: str) -> float:
 
 def positive_duration(text: str) -> float:
     """A duration above zero (see :func:`duration`)."""
-    value = duration(text)
+    value = _seconds(text)
     if value <= 0:
         raise ValueError(f"{text!r} must be a duration above zero (e.g. 30s, 5m)")
     return value

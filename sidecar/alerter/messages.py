@@ -113,7 +113,7 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _group_title(notices: list[Notice], now: float) -> str:
+def _group_title(notices: list[Notice]) -> str:
     """``oracle-a: P95 above 10 s on 8 RPCs``; ``3 pods: degraded, sidecar does not answer``."""
     targets = list(dict.fromkeys(n.target for n in notices))
     if notices[0].finding is None:
@@ -149,7 +149,7 @@ def render_group(notices: list[Notice], now: float, hint: str | None = None) -> 
     if len(notices) == 1:
         return render(notices[0], now, hint)
     level = notices[0].level
-    lines = [f"{_ICONS[level]} <b>{escape(level)}: {escape(_group_title(notices, now))}</b>"]
+    lines = [f"{_ICONS[level]} <b>{escape(level)}: {escape(_group_title(notices))}</b>"]
     by_target: dict[str, list[Notice]] = {}
     for notice in notices:
         by_target.setdefault(notice.target, []).append(notice)
