@@ -117,7 +117,8 @@ def _group_title(notices: list[Notice]) -> str:
     """``oracle-a: P95 above 10 s on 8 RPCs``; ``3 pods: degraded, sidecar does not answer``."""
     targets = list(dict.fromkeys(n.target for n in notices))
     if notices[0].finding is None:
-        return f"{_targets(notices, targets)} recovered"
+        gone = any(n.gone for n in notices)
+        return f"{_targets(notices, targets)} {'recovered or gone' if gone else 'recovered'}"
     causes: dict[str, list[Notice]] = {}
     for notice in notices:
         assert notice.finding is not None
