@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from sidecar.alerter.rules import Evaluation, Finding
+from sidecar.alerter.rules import Evaluation, Finding, Verdict
 from sidecar.alerter.state import SUMMARY_LIMIT, Alert, Claim, State
 
 __all__ = ["MAX_ALERTS", "RETENTION", "Decision", "Notice", "Plan", "plan", "settle"]
@@ -88,76 +88,130 @@ def _decision(action: str, alert: Alert | Finding, reason: str,
                     cooldown_until)
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What every pass of :func:`plan` is given besides the state."""
+
+    now: float
+    cooldown: float
+    run: str
+    claim_until: float
+
+
+@dataclass(slots=True)
+class _Out:
+    """What the passes of :func:`plan` have decided so far, in order."""
+
+    notices: list[Notice]
+    decisions: list[Decision]
+
+
 def plan(state: State, evaluation: Evaluation, now: float, cooldown: float, run: str,
          claim_until: float) -> Plan:
-    """Decide what is due at ``now``; due notices are claimed for ``run`` until ``claim_until``."""
-    s = state
-    decisions: list[Decision] = []
-    notices: list[Notice] = []
+    """Decide what is due at ``now``; due notices are claimed for ``run`` until ``claim_until``.
 
-    # Claims left by runs that died: put the alert back as it was, so it is due again.
+    Four passes, in order: roll back the claims of dead runs; open (or remind of) what the
+    findings say holds; let the alerts within their cooldown join a message of their severity
+    that goes out anyway; close what no longer holds (with one recovery notice per target).
+    """
+    r = _Run(now, cooldown, run, claim_until)
+    out = _Out([], [])
+    s = _expired_claims_rolled_back(state, r, out)
+    busy = frozenset(s.claims)  # claimed by a run that may still be sending
+    s, held = _findings_opened(s, evaluation, r, busy, out)
+    s = _held_grouped(s, evaluation, r, held, out)
+    s = _cleared_closed(s, evaluation, r, busy, out)
+    s = _pruned(s, now)
+    notices = sorted(out.notices, key=lambda n: (_ORDER[n.level], n.target, n.keys))
+    return Plan(replace(s, updated=now), tuple(notices), tuple(out.decisions))
+
+
+def _expired_claims_rolled_back(s: State, r: _Run, out: _Out) -> State:
+    """Claims left by runs that died: put the alert back as it was, so it is due again."""
     for key, claim in sorted(s.claims.items()):
-        if claim.until > now:
+        if claim.until > r.now:
             continue
         alert = s.alerts.get(key)
         s = s.with_claim(key, None)
         if alert is not None:
             s = s.with_alert(replace(alert, open=claim.open, last_sent=claim.last_sent,
                                      cooldown_until=claim.cooldown_until))
-            decisions.append(_decision("claim_expired", alert,
-                                       f"run {claim.run} claimed it and did not finish; its "
-                                       f"delivery counts as failed"))
-    busy = set(s.claims)  # claimed by a run that may still be sending
+            out.decisions.append(_decision("claim_expired", alert,
+                                           f"run {claim.run} claimed it and did not finish; its "
+                                           f"delivery counts as failed"))
+    return s
 
-    # Where each target's incident began: its earliest open CRITICAL.
+
+def _incidents(s: State) -> dict[str, float]:
+    """Where each target's incident began: its earliest open CRITICAL."""
     incident: dict[str, float] = {}
     for alert in s.alerts.values():
         if alert.open and alert.severity == "CRITICAL":
             incident[alert.target] = min(incident.get(alert.target, alert.opened), alert.opened)
+    return incident
 
-    findings = {f.key: f for f in evaluation.findings}
-    held: list[tuple[Finding, Alert, bool]] = []  # within the cooldown: finding, alert, reminder
-    for key, finding in sorted(findings.items()):
+
+_Held = tuple[Finding, Alert, bool]  # within the cooldown: finding, alert, reminder
+
+
+def _findings_opened(s: State, evaluation: Evaluation, r: _Run, busy: frozenset[str],
+                     out: _Out) -> tuple[State, list[_Held]]:
+    """Every finding opens its alert (or keeps it open); due unless within its cooldown."""
+    incident = _incidents(s)
+    held: list[_Held] = []
+    for key, finding in sorted({f.key: f for f in evaluation.findings}.items()):
         old = s.alerts.get(key)
         if key in busy:
-            decisions.append(_decision("in_flight", finding, "another run is delivering it"))
+            out.decisions.append(_decision("in_flight", finding, "another run is delivering it"))
             continue
         was_open = old is not None and old.open
         if old is not None and was_open:
             opened = old.opened
         elif finding.severity == "CRITICAL" and finding.target in incident:
-            opened = min(incident[finding.target], now)
+            opened = min(incident[finding.target], r.now)
         else:
-            opened = now
+            opened = r.now
         alert = Alert(finding.kind, finding.severity, finding.target, finding.rpc, True, opened,
                       old.last_sent if old else None, old.cooldown_until if old else None,
                       finding.summary[:SUMMARY_LIMIT], old.sent_via if old else None)
         reminder = was_open and old is not None and old.notified
-        if alert.cooldown_until is not None and now < alert.cooldown_until:
+        if alert.cooldown_until is not None and r.now < alert.cooldown_until:
             s = s.with_alert(alert)
             held.append((finding, alert, reminder))
             continue
-        s = _claimed(s, alert, now, cooldown, run, claim_until)
-        notices.append(_notice(finding, evaluation, opened, reminder))
-        decisions.append(_decision("due", alert, "still holds after the cooldown" if reminder
-                                   else "new", now + cooldown))
+        s = _claimed(s, alert, r)
+        out.notices.append(_notice(finding, evaluation, opened, reminder))
+        out.decisions.append(_decision("due", alert, "still holds after the cooldown" if reminder
+                                       else "new", r.now + r.cooldown))
+    return s, held
 
-    # One message per severity per run: an alert within its cooldown joins the message of its
-    # severity when that message goes out anyway (its cooldown restarts with it), so alerts
-    # that started at different times fall into step instead of each paging on its own.
-    going = {n.level for n in notices}
+
+def _held_grouped(s: State, evaluation: Evaluation, r: _Run, held: list[_Held],
+                  out: _Out) -> State:
+    """One message per severity per run.
+
+    An alert within its cooldown joins the message of its severity when that message goes out
+    anyway (its cooldown restarts with it), so alerts that started at different times fall into
+    step instead of each paging on its own.
+    """
+    going = {n.level for n in out.notices}
     for finding, alert, reminder in held:
         if alert.severity in going:
-            s = _claimed(s, alert, now, cooldown, run, claim_until)
-            notices.append(_notice(finding, evaluation, alert.opened, reminder))
-            decisions.append(_decision("grouped", alert, f"within its cooldown, but this run "
-                                       f"sends a {alert.severity} message anyway",
-                                       now + cooldown))
+            s = _claimed(s, alert, r)
+            out.notices.append(_notice(finding, evaluation, alert.opened, reminder))
+            out.decisions.append(_decision("grouped", alert, f"within its cooldown, but this run "
+                                           f"sends a {alert.severity} message anyway",
+                                           r.now + r.cooldown))
         else:
-            decisions.append(_decision("suppressed", alert, "within the cooldown",
-                                       alert.cooldown_until))
+            out.decisions.append(_decision("suppressed", alert, "within the cooldown",
+                                           alert.cooldown_until))
+    return s
 
-    # Open alerts whose condition is gone.
+
+def _cleared_closed(s: State, evaluation: Evaluation, r: _Run, busy: frozenset[str],
+                    out: _Out) -> State:
+    """Open alerts whose condition is gone close; a delivered CRITICAL's end is announced."""
+    findings = {f.key for f in evaluation.findings}
     by_target: dict[str, list[Alert]] = {}
     for key, alert in sorted(s.alerts.items()):
         if alert.open and key not in findings:
@@ -168,51 +222,53 @@ def plan(state: State, evaluation: Evaluation, now: float, cooldown: float, run:
             continue  # the target list is unknown this time: nothing can be said
         if verdict is not None and verdict.status == "skipped":
             continue  # not judged this time (starting, terminating): keep as it is
-        gone = verdict is None
-        criticals = [a for a in alerts if a.severity == "CRITICAL"]
-        if any(a.key in busy for a in criticals):
-            for alert in criticals:
-                decisions.append(_decision("in_flight", alert, "another run is delivering it"))
-            criticals = []
-        for alert in alerts:
-            if alert.severity != "CRITICAL" and alert.key not in busy:
-                s = s.with_alert(replace(alert, open=False))
-                decisions.append(_decision("closed", alert, "gone" if gone else "cleared"))
-        if not criticals:
-            continue
-        if verdict is not None and verdict.status == "failing":
-            for alert in criticals:
-                s = s.with_alert(replace(alert, open=False))
-                decisions.append(_decision("closed", alert, f"cleared, but the target still has "
-                                           f"a critical problem: {verdict.note}"))
-            continue
-        if not any(a.notified for a in criticals):
-            for alert in criticals:
-                s = s.with_alert(replace(alert, open=False))
-                decisions.append(_decision("closed", alert, "recovered; its alert was never "
-                                           "delivered (cooldown), so no recovery notice"))
-            continue
+        s = _target_cleared(s, target, alerts, verdict, r, busy, out)
+    return s
+
+
+def _target_cleared(s: State, target: str, alerts: list[Alert], verdict: Verdict | None,
+                    r: _Run, busy: frozenset[str], out: _Out) -> State:
+    """The open alerts of one target whose condition is gone (``verdict`` None: it is gone)."""
+    gone = verdict is None
+    criticals = [a for a in alerts if a.severity == "CRITICAL"]
+    if any(a.key in busy for a in criticals):
+        for alert in criticals:
+            out.decisions.append(_decision("in_flight", alert, "another run is delivering it"))
+        criticals = []
+    for alert in alerts:
+        if alert.severity != "CRITICAL" and alert.key not in busy:
+            s = s.with_alert(replace(alert, open=False))
+            out.decisions.append(_decision("closed", alert, "gone" if gone else "cleared"))
+    if not criticals:
+        return s
+    if verdict is not None and verdict.status == "failing":
+        reason = f"cleared, but the target still has a critical problem: {verdict.note}"
+    elif not any(a.notified for a in criticals):
+        reason = "recovered; its alert was never delivered (cooldown), so no recovery notice"
+    else:
+        reason = ""
+    if reason:
         for alert in criticals:
             s = s.with_alert(replace(alert, open=False))
-            s = s.with_claim(alert.key, Claim(run, claim_until, True, alert.last_sent,
-                                              alert.cooldown_until))
-            decisions.append(_decision("recovered", alert, "gone" if gone else "healthy again"))
-        notices.append(Notice(
-            "INFO", target, tuple(a.key for a in criticals),
-            verdict.namespace if verdict else None, verdict.is_pod if verdict else False,
-            opened=min(a.opened for a in criticals), was=tuple(a.summary for a in criticals),
-            gone=gone))
+            out.decisions.append(_decision("closed", alert, reason))
+        return s
+    for alert in criticals:
+        s = s.with_alert(replace(alert, open=False))
+        s = s.with_claim(alert.key, Claim(r.run, r.claim_until, True, alert.last_sent,
+                                          alert.cooldown_until))
+        out.decisions.append(_decision("recovered", alert, "gone" if gone else "healthy again"))
+    out.notices.append(Notice(
+        "INFO", target, tuple(a.key for a in criticals),
+        verdict.namespace if verdict else None, verdict.is_pod if verdict else False,
+        opened=min(a.opened for a in criticals), was=tuple(a.summary for a in criticals),
+        gone=gone))
+    return s
 
-    s = _pruned(s, now)
-    notices.sort(key=lambda n: (_ORDER[n.level], n.target, n.keys))
-    return Plan(replace(s, updated=now), tuple(notices), tuple(decisions))
 
-
-def _claimed(s: State, alert: Alert, now: float, cooldown: float, run: str,
-             claim_until: float) -> State:
+def _claimed(s: State, alert: Alert, r: _Run) -> State:
     """``alert`` delivered now (optimistically), with a claim that remembers it as it was."""
-    s = s.with_alert(replace(alert, last_sent=now, cooldown_until=now + cooldown))
-    return s.with_claim(alert.key, Claim(run, claim_until, True, alert.last_sent,
+    s = s.with_alert(replace(alert, last_sent=r.now, cooldown_until=r.now + r.cooldown))
+    return s.with_claim(alert.key, Claim(r.run, r.claim_until, True, alert.last_sent,
                                          alert.cooldown_until))
 
 
