@@ -343,16 +343,8 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
                     deadline: float) -> int:
     api_errors = _api_errors(settings)
     loop = asyncio.get_running_loop()
-    how = settings.discovery
     try:
-        if kube is None and settings.uses_kube:
-            from sidecar.kube import Kube
-
-            kube = await asyncio.to_thread(Kube)
-        namespace = _namespace(settings) if not how.urls else None
-        if namespace is not None:
-            how = Discovery(how.urls, namespace, how.selector, how.port)
-        targets = await discover(how, kube)
+        kube, how, targets = await _targets(settings, kube)
     except api_errors as err:
         log.error("cannot list the Oracle pods: %s", err, extra={"run": run_id})
         return 1
@@ -361,35 +353,66 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
         if isinstance(store, MemoryStore):
             log.warning("no --state-file or --state-configmap: nothing is remembered between "
                         "runs, so every run sends every due alert again")
-
     timeout = max(min(settings.fetch_timeout, deadline - loop.time() - 1), 0.1)
-    async with aiohttp.ClientSession() as session:
-        answers = await _answers(session, targets, timeout)
-    if how.urls:
-        evaluation = evaluate(answers, settings.thresholds)
-    else:
-        evaluation = evaluate(answers, settings.thresholds, selector=how.selector,
-                              namespace=how.namespace, pods=targets)
+    evaluation = await _judge(settings, how, targets, timeout)
     _log_verdicts(evaluation, run_id)
 
     now = clock()
     claim_until = now + max(deadline - loop.time(), 0) + CLAIM_MARGIN
-    cooldown = settings.cooldown
     if settings.dry_run:
-        try:
-            current = (await asyncio.to_thread(store.load)).state
-        except api_errors as err:
-            log.warning("cannot read the alert state (%s); judging as if it were empty", err)
-            current = State()
-        result = plan(current, evaluation, now, cooldown, run_id, claim_until)
-        for d in result.decisions:
-            _log_decision(d, run_id, True)
-        _print(result.notices, now, settings.hint, out or sys.stdout)
-        return 0
+        return await _dry_run(settings, store, evaluation, now, run_id, claim_until,
+                              out or sys.stdout)
+    return await _plan_and_deliver(settings, store, evaluation, now, run_id, claim_until,
+                                   deadline)
 
+
+async def _targets(settings: Settings, kube: Any
+                   ) -> tuple[Any, Discovery, list[Target]]:
+    """The Kubernetes client (made when needed), the discovery used, and the targets now."""
+    how = settings.discovery
+    if kube is None and settings.uses_kube:
+        from sidecar.kube import Kube
+
+        kube = await asyncio.to_thread(Kube)
+    namespace = _namespace(settings) if not how.urls else None
+    if namespace is not None:
+        how = Discovery(how.urls, namespace, how.selector, how.port)
+    return kube, how, await discover(how, kube)
+
+
+async def _judge(settings: Settings, how: Discovery, targets: list[Target], timeout: float
+                 ) -> Evaluation:
+    """Ask every target at once and judge the answers."""
+    async with aiohttp.ClientSession() as session:
+        answers = await _answers(session, targets, timeout)
+    if how.urls:
+        return evaluate(answers, settings.thresholds)
+    return evaluate(answers, settings.thresholds, selector=how.selector,
+                    namespace=how.namespace, pods=targets)
+
+
+async def _dry_run(settings: Settings, store: Store, evaluation: Evaluation, now: float,
+                   run_id: str, claim_until: float, out: TextIO) -> int:
+    """``--dry-run``: plan against the state as it is, print the messages, change nothing."""
+    try:
+        current = (await asyncio.to_thread(store.load)).state
+    except _api_errors(settings) as err:
+        log.warning("cannot read the alert state (%s); judging as if it were empty", err)
+        current = State()
+    result = plan(current, evaluation, now, settings.cooldown, run_id, claim_until)
+    for d in result.decisions:
+        _log_decision(d, run_id, True)
+    _print(result.notices, now, settings.hint, out)
+    return 0
+
+
+async def _plan_and_deliver(settings: Settings, store: Store, evaluation: Evaluation,
+                            now: float, run_id: str, claim_until: float, deadline: float) -> int:
+    """Claim what is due in the state, deliver it, record how each delivery went."""
+    api_errors = _api_errors(settings)
     try:
         result = await _transact(store, lambda s: (
-            (p := plan(s, evaluation, now, cooldown, run_id, claim_until)), p.state))
+            (p := plan(s, evaluation, now, settings.cooldown, run_id, claim_until)), p.state))
     except api_errors as err:
         # Sending without a record would repeat every alert on every run: fail loudly instead.
         log.error("cannot keep the alert state, so nothing is sent this run: %s", err,
