@@ -8,10 +8,6 @@
 - :mod:`sidecar.alerter.telegram`: the Bot API client (retries, 429, deadline, token hygiene).
 - :mod:`sidecar.alerter.run`: the command line and one evaluation from start to end.
 
-The dashboard reads the alert state with :func:`load_state_file` or
-:func:`load_state_config_map`.
+The dashboard reads the alert state with :func:`sidecar.alerter.state.parse`
+(:mod:`sidecar.dashboard.alerts`).
 """
-
-from sidecar.alerter.state import load_state_config_map, load_state_file
-
-__all__ = ["load_state_config_map", "load_state_file"]

@@ -16,10 +16,9 @@ for an alert that was never delivered; ``sent_via`` says how ``last_sent`` went 
 once"); readers other than the alerter can ignore it.
 The state holds no secret: targets, RPC names, times and one-line summaries only.
 
-Readers (the dashboard): :func:`load_state_file` and :func:`load_state_config_map` return the
-parsed dict, or None with a warning when the state is missing or unusable. The alerter itself
-uses a :class:`FileStore` / :class:`ConfigMapStore`, whose ``save`` is a compare-and-swap.
-These calls block; async callers run them with ``asyncio.to_thread``.
+Readers other than the alerter use :func:`parse` (the dashboard: :mod:`sidecar.dashboard.alerts`).
+The alerter itself uses a :class:`FileStore` / :class:`ConfigMapStore`, whose ``save`` is a
+compare-and-swap. These calls block; async callers run them with ``asyncio.to_thread``.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ import logging
 import math
 import os
 import tempfile
-import time
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -53,8 +51,6 @@ __all__ = [
     "Store",
     "alert_key",
     "dumps",
-    "load_state_config_map",
-    "load_state_file",
     "parse",
 ]
 
@@ -255,52 +251,6 @@ def dumps(state: State) -> str:
                       ensure_ascii=False, allow_nan=False)
 
 
-# -- readers for the dashboard -----------------------------------------------------------------
-
-def load_state_file(path: str) -> dict[str, Any] | None:
-    """The state in the file at ``path`` as a dict, or None (with a warning) when unusable."""
-    try:
-        with open(path, "rb") as f:
-            text = f.read()
-    except FileNotFoundError:
-        log.warning("no alert state yet: %s does not exist", path, extra={"state_file": path})
-        return None
-    except OSError as err:
-        log.warning("cannot read the alert state %s: %s", path, err.strerror,
-                    extra={"state_file": path})
-        return None
-    try:
-        return parse(text).to_json()
-    except StateError as err:
-        log.warning("the alert state %s is unusable: %s", path, err, extra={"state_file": path})
-        return None
-
-
-def load_state_config_map(kube: Any, namespace: str, name: str) -> dict[str, Any] | None:
-    """The state in ConfigMap ``namespace/name`` (key ``state.json``) as a dict, or None.
-
-    ``kube`` is a :class:`sidecar.kube.Kube`. None with a warning when the ConfigMap or its key
-    is missing, the state is unusable, or the API refuses (e.g. 403).
-    """
-    from sidecar.kube import KubeError
-
-    where = {"namespace": namespace, "config_map": name}
-    try:
-        found = kube.read_config_map(namespace, name)
-    except KubeError as err:
-        log.warning("cannot read the alert state: %s", err, extra=where)
-        return None
-    if found is None or STATE_KEY not in found[0]:
-        log.warning("no alert state yet in ConfigMap %s/%s", namespace, name, extra=where)
-        return None
-    try:
-        return parse(found[0][STATE_KEY]).to_json()
-    except StateError as err:
-        log.warning("the alert state in ConfigMap %s/%s is unusable: %s", namespace, name, err,
-                    extra=where)
-        return None
-
-
 # -- stores for the alerter ---------------------------------------------------------------------
 
 @dataclass(frozen=True, slots=True)
@@ -461,8 +411,3 @@ class ConfigMapStore:
             return _CMVersion(rv, version.other)
         except KubeConflict as err:
             raise StateConflict(str(err)) from err
-
-
-def now() -> float:
-    """The wall clock, unix seconds (the state's times are unix times)."""
-    return time.time()

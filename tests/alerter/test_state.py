@@ -1,4 +1,4 @@
-"""The alert state: its exact JSON format, the readers, and both stores' compare-and-swap."""
+"""The alert state: its exact JSON format and both stores' compare-and-swap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from sidecar.alerter import load_state_config_map, load_state_file
 from sidecar.alerter.state import (
     STATE_KEY,
     Alert,
@@ -74,36 +73,6 @@ def test_a_bad_alert_is_dropped_and_the_rest_kept(caplog: pytest.LogCaptureFixtu
         state = parse(json.dumps(raw))
     assert list(state.alerts) == [ALERT.key] and state.claims == {}
     assert sum("dropped an unusable" in r.getMessage() for r in caplog.records) == 3
-
-
-def test_file_reader_for_the_dashboard(tmp_path: Path, caplog: pytest.LogCaptureFixture
-                                       ) -> None:
-    """load_state_file: the dict when usable; None with a warning when missing or corrupt."""
-    path = tmp_path / "state.json"
-    with caplog.at_level(logging.WARNING):
-        assert load_state_file(str(path)) is None
-        path.write_text("{broken")
-        assert load_state_file(str(path)) is None
-    assert [r.levelname for r in caplog.records] == ["WARNING", "WARNING"]
-    path.write_text(dumps(State(5.0, {ALERT.key: ALERT})))
-    loaded = load_state_file(str(path))
-    assert loaded is not None and loaded["alerts"][ALERT.key]["severity"] == "CRITICAL"
-
-
-def test_config_map_reader_for_the_dashboard(fake_kube: Any,
-                                             caplog: pytest.LogCaptureFixture) -> None:
-    """load_state_config_map: the dict, or None with a warning (missing, empty, 403)."""
-    kube = Kube(fake_kube.client())
-    with caplog.at_level(logging.WARNING):
-        assert load_state_config_map(kube, "oracle", "state") is None
-        fake_kube.put_config_map("oracle", "state", {})
-        assert load_state_config_map(kube, "oracle", "state") is None
-        fake_kube.put_config_map("oracle", "state", {STATE_KEY: dumps(State(7.0))})
-        assert load_state_config_map(kube, "oracle", "state") == {
-            "version": 1, "updated": 7.0, "alerts": {}, "claims": {}}
-        fake_kube.forbid.add("configmaps")
-        assert load_state_config_map(kube, "oracle", "state") is None
-    assert len(caplog.records) == 3
 
 
 def test_file_store_starts_fresh_then_swaps(tmp_path: Path) -> None:
