@@ -8,13 +8,17 @@ chained as the cause. Calls are blocking; async callers run them with ``asyncio.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, TypeVar
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError as Urllib3Error
+
+if TYPE_CHECKING:  # the client's models, for their (typed) fields
+    from kubernetes.client import V1ConfigMap
 
 __all__ = [
     "Kube",
@@ -28,6 +32,7 @@ __all__ = [
 
 _NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 TIMEOUT = 5.0  # seconds for one API call
+_T = TypeVar("_T")
 
 
 class KubeError(RuntimeError):
@@ -75,7 +80,7 @@ def current_namespace() -> str | None:
 class Kube:
     """Pod listing and ConfigMap access, the only calls this project makes."""
 
-    def __init__(self, api_client: Any | None = None) -> None:
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
         if api_client is None:
             api_client = _login()
         self._core = client.CoreV1Api(api_client)
@@ -86,17 +91,19 @@ class Kube:
                            label_selector=selector)
         pods = []
         for item in reply.items or []:
-            status = item.status
+            meta, status = item.metadata, item.status
+            if meta is None or not meta.name:
+                continue  # never from a real API server: a pod always has a name
             conditions = (status.conditions or []) if status else []
             ready = any(c.type == "Ready" and c.status == "True" for c in conditions)
             pods.append(Pod(
-                name=item.metadata.name,
-                namespace=item.metadata.namespace or namespace,
+                name=meta.name,
+                namespace=meta.namespace or namespace,
                 ip=(status.pod_ip or None) if status else None,
                 phase=(status.phase or "Unknown") if status else "Unknown",
                 ready=ready,
                 node=item.spec.node_name if item.spec else None,
-                terminating=item.metadata.deletion_timestamp is not None,
+                terminating=meta.deletion_timestamp is not None,
             ))
         return sorted(pods, key=lambda p: p.name)
 
@@ -107,7 +114,7 @@ class Kube:
                             namespace)
         except KubeNotFound:
             return None
-        return dict(cm.data or {}), str(cm.metadata.resource_version)
+        return dict(cm.data or {}), _resource_version(cm)
 
     def create_config_map(self, namespace: str, name: str, data: dict[str, str],
                           labels: dict[str, str] | None = None) -> str:
@@ -116,7 +123,7 @@ class Kube:
                                   data=data)
         cm = self._call("create configmap", self._core.create_namespaced_config_map, namespace,
                         body)
-        return str(cm.metadata.resource_version)
+        return _resource_version(cm)
 
     def replace_config_map(self, namespace: str, name: str, data: dict[str, str],
                            resource_version: str) -> str:
@@ -126,10 +133,10 @@ class Kube:
             data=data)
         cm = self._call("replace configmap", self._core.replace_namespaced_config_map, name,
                         namespace, body)
-        return str(cm.metadata.resource_version)
+        return _resource_version(cm)
 
     @staticmethod
-    def _call(what: str, func: Any, *args: Any, **kwargs: Any) -> Any:
+    def _call(what: str, func: Callable[..., _T], *args: object, **kwargs: object) -> _T:
         try:
             return func(*args, _request_timeout=TIMEOUT, **kwargs)
         except ApiException as err:
@@ -145,6 +152,11 @@ class Kube:
                             f"{type(err).__name__}") from err
 
 
+def _resource_version(cm: V1ConfigMap) -> str:
+    """The ConfigMap's resourceVersion, the token of the next compare-and-swap."""
+    return str(cm.metadata.resource_version if cm.metadata else None)
+
+
 def _reason(err: ApiException) -> str:
     import json
 
@@ -154,7 +166,7 @@ def _reason(err: ApiException) -> str:
         return str(err.reason or "")
 
 
-def _login() -> Any:
+def _login() -> client.ApiClient:
     try:
         config.load_incluster_config()  # type: ignore[no-untyped-call]
     except ConfigException:

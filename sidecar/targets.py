@@ -10,9 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when discovery is used
+    from sidecar.kube import Kube
 
 __all__ = ["Discovery", "Fetched", "Target", "discover", "fetch_json"]
 
@@ -53,7 +56,7 @@ class Fetched:
     seconds: float
 
 
-async def discover(how: Discovery, kube: Any | None = None) -> list[Target]:
+async def discover(how: Discovery, kube: Kube | None = None) -> list[Target]:
     """The targets now. Raises ``sidecar.kube.KubeError`` when the cluster cannot be asked.
 
     ``kube`` is a :class:`sidecar.kube.Kube` (made on first use when None and there are no

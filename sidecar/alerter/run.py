@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 import aiohttp
 
@@ -54,6 +54,9 @@ from sidecar.alerter.state import (
 from sidecar.alerter.telegram import Delivery, Telegram, TokenError, check_token, redactor
 from sidecar.logs import setup_logging
 from sidecar.targets import Discovery, Fetched, Target, discover, fetch_json
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when it is used
+    from sidecar.kube import Kube
 
 __all__ = ["Settings", "configure", "evaluate_once", "run", "send_test", "settings_from_args"]
 
@@ -263,10 +266,12 @@ def _namespace(settings: Settings) -> str:
     return settings.discovery.namespace or current_namespace() or "default"
 
 
-def _store(settings: Settings, kube: Any) -> Store:
+def _store(settings: Settings, kube: Kube | None) -> Store:
     if settings.state_file:
         return FileStore(settings.state_file)
     if settings.state_config_map:
+        if kube is None:  # settings.uses_kube is true here: the callers made the client
+            raise ConfigError("the state ConfigMap needs the Kubernetes API")
         return ConfigMapStore(kube, _namespace(settings), settings.state_config_map)
     return MemoryStore()
 
@@ -314,7 +319,7 @@ async def _answers(session: aiohttp.ClientSession, targets: list[Target], timeou
     return list(await asyncio.gather(*(ask(t) for t in targets)))
 
 
-async def evaluate_once(settings: Settings, *, kube: Any = None, store: Store | None = None,
+async def evaluate_once(settings: Settings, *, kube: Kube | None = None, store: Store | None = None,
                         clock: Callable[[], float] = time.time, out: TextIO | None = None) -> int:
     """One evaluation, start to end; returns the exit code. ``kube``: a ``sidecar.kube.Kube``."""
     loop = asyncio.get_running_loop()
@@ -338,7 +343,7 @@ def _api_errors(settings: Settings) -> tuple[type[Exception], ...]:
     return (KubeError, OSError, StateConflict)
 
 
-async def _evaluate(settings: Settings, kube: Any, store: Store | None,
+async def _evaluate(settings: Settings, kube: Kube | None, store: Store | None,
                     clock: Callable[[], float], out: TextIO | None, run_id: str,
                     deadline: float) -> int:
     api_errors = _api_errors(settings)
@@ -366,8 +371,8 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
                                    deadline)
 
 
-async def _targets(settings: Settings, kube: Any
-                   ) -> tuple[Any, Discovery, list[Target]]:
+async def _targets(settings: Settings, kube: Kube | None
+                   ) -> tuple[Kube | None, Discovery, list[Target]]:
     """The Kubernetes client (made when needed), the discovery used, and the targets now."""
     how = settings.discovery
     if kube is None and settings.uses_kube:

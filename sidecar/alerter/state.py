@@ -32,7 +32,10 @@ import math
 import os
 import tempfile
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when it is used
+    from sidecar.kube import Kube
 
 __all__ = [
     "KINDS",
@@ -376,7 +379,7 @@ class ConfigMapStore:
     (the chart creates it empty, because its Role cannot grant ``create`` for one name).
     """
 
-    def __init__(self, kube: Any, namespace: str, name: str) -> None:
+    def __init__(self, kube: Kube, namespace: str, name: str) -> None:
         self.kube = kube
         self.namespace = namespace
         self.name = name

@@ -10,9 +10,12 @@ warning in the log on every refresh. Nothing here raises.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecar.alerter.state import STATE_KEY, StateError, parse
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when discovery is used
+    from sidecar.kube import Kube
 
 __all__ = ["STATE_KEY", "parse_state", "read_alert_state"]
 
@@ -38,12 +41,13 @@ def _unread(source: str | None, error: str) -> dict[str, Any]:
 
 
 async def read_alert_state(file: str | None, config_map: str | None, namespace: str,
-                           kube: Any | None) -> dict[str, Any]:
+                           kube: Kube | None) -> dict[str, Any]:
     """The state for /api/status: ``readable`` with ``alerts``, or ``error`` saying why not.
 
     ``file`` wins over ``config_map``. ``kube`` is a :class:`sidecar.kube.Kube`, or None when
     the cluster cannot be asked (the ConfigMap is then reported unreadable).
     """
+    raw: str | bytes | None
     if file:
         source = f"file {file}"
         try:

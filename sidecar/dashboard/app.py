@@ -28,7 +28,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -47,6 +47,9 @@ from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.targets import Discovery, Fetched, Target, discover, fetch_json
 from sidecar.web import serve_until_signal
+
+if TYPE_CHECKING:  # the Kubernetes client is imported only when it is used
+    from sidecar.kube import Kube
 
 __all__ = ["Board", "Settings", "configure", "create_app", "run", "serve"]
 
@@ -155,7 +158,7 @@ class Round:
 class Board:
     """The dashboard's state: settings, the HTTP session, the Kubernetes API, shared results."""
 
-    def __init__(self, settings: Settings, kube: Any | None = None) -> None:
+    def __init__(self, settings: Settings, kube: Kube | None = None) -> None:
         self.settings = settings
         self.kube = kube
         self.session: aiohttp.ClientSession | None = None
@@ -177,7 +180,7 @@ class Board:
             self._namespace = self.settings.namespace or k8s.current_namespace() or "default"
         return self._namespace
 
-    async def _kube(self) -> Any:
+    async def _kube(self) -> Kube:
         """The Kubernetes API client, made on first use (KubeError when there is none)."""
         if self.kube is None:
             from sidecar.kube import Kube
@@ -417,7 +420,7 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
     await board.session.close()
 
 
-def create_app(settings: Settings, kube: Any | None = None) -> web.Application:
+def create_app(settings: Settings, kube: Kube | None = None) -> web.Application:
     """The :9000 application. ``kube`` is a :class:`sidecar.kube.Kube` (made when needed)."""
     app = web.Application(middlewares=[_guard], client_max_size=1024)
     app[BOARD] = Board(settings, kube)
