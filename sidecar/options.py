@@ -17,6 +17,9 @@ from typing import Any
 
 Parser = Callable[[str], Any]
 
+DEFAULT_SELECTOR = "app.kubernetes.io/component=oracle"  # the chart's label of the Oracle pods
+SIDECAR_PORT = 9090  # the sidecar's HTTP port on each pod
+
 
 def add(
     parser: argparse.ArgumentParser,
@@ -52,6 +55,35 @@ def add(
         metavar=flag.lstrip("-").upper().replace("-", "_"),
     )
     _describe(action, env, declared, help)
+
+
+def add_discovery(
+    parser: argparse.ArgumentParser,
+    *,
+    target_help: str,
+    namespace_help: str,
+    port_flag: str = "--port",
+    port_help: str,
+    target_default: list[str] | None = None,
+) -> None:
+    """Where the Oracle pods' sidecars are (dashboard and alerter): ``--target``,
+    ``--namespace``, ``--selector`` and the sidecar's port, with the env twins the chart sets.
+
+    The help texts are each command's own (the dashboard shows pods, the alerter keeps state).
+    """
+    add(parser, "--target", env="ORACLE_HTTP_URL", type=http_url, repeat=True,
+        default=target_default, help=target_help)
+    add(parser, "--namespace", env="ORACLE_NAMESPACE", help=namespace_help)
+    add(parser, "--selector", env="ORACLE_POD_SELECTOR", default=DEFAULT_SELECTOR,
+        help="label selector of the Oracle pods")
+    add(parser, port_flag, env="ORACLE_HTTP_PORT", type=port, default=SIDECAR_PORT,
+        help=port_help)
+
+
+def add_log_level(parser: argparse.ArgumentParser,
+                  help: str = "DEBUG, INFO, WARNING or ERROR") -> None:
+    """``--log-level`` / ``LOG_LEVEL``, INFO by default (every long-running command)."""
+    add(parser, "--log-level", env="LOG_LEVEL", type=log_level, default="INFO", help=help)
 
 
 class _Replace(argparse.Action):

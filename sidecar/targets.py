@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from sidecar.options import DEFAULT_SELECTOR, SIDECAR_PORT
+
 if TYPE_CHECKING:  # the Kubernetes client is imported only when discovery is used
     from sidecar.kube import Kube
 
@@ -41,8 +43,8 @@ class Discovery:
 
     urls: tuple[str, ...] = ()
     namespace: str | None = None
-    selector: str = "app.kubernetes.io/component=oracle"
-    port: int = 9090
+    selector: str = DEFAULT_SELECTOR
+    port: int = SIDECAR_PORT
 
 
 @dataclass(frozen=True, slots=True)

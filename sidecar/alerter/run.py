@@ -62,7 +62,6 @@ __all__ = ["Settings", "configure", "evaluate_once", "run", "send_test", "settin
 
 log = logging.getLogger("sidecar.alerter")
 
-DEFAULT_SELECTOR = Discovery().selector
 CLAIM_MARGIN = 30.0  # seconds a claim outlives its run's deadline
 STATE_ATTEMPTS = 5  # compare-and-swap attempts before a run gives up on the state
 _T = TypeVar("_T")
@@ -104,14 +103,13 @@ class Settings:
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the alerter's flags, each with its env twin (the chart sets the env)."""
     add = options.add
-    add(parser, "--target", env="ORACLE_HTTP_URL", type=options.http_url, repeat=True,
-        help="sidecar URL to watch instead of discovering pods (repeat; env: comma-separated)")
-    add(parser, "--namespace", env="ORACLE_NAMESPACE",
-        help="namespace of the Oracle pods and the state ConfigMap (default: this pod's)")
-    add(parser, "--selector", env="ORACLE_POD_SELECTOR", default=DEFAULT_SELECTOR,
-        help="label selector of the Oracle pods")
-    add(parser, "--port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
-        help="the sidecar's HTTP port on each pod")
+    options.add_discovery(
+        parser,
+        target_help="sidecar URL to watch instead of discovering pods (repeat; env: "
+                    "comma-separated)",
+        namespace_help="namespace of the Oracle pods and the state ConfigMap (default: this "
+                       "pod's)",
+        port_help="the sidecar's HTTP port on each pod")
     add(parser, "--state-configmap", env="ALERT_STATE_CONFIGMAP",
         help="ConfigMap that keeps the alert state between runs")
     add(parser, "--state-file", env="ALERT_STATE_FILE",
@@ -143,8 +141,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="https://api.telegram.org", help="Telegram Bot API base URL")
     add(parser, "--dashboard-hint", env="ALERT_DASHBOARD_HINT",
         help="the last line of every message, e.g. the dashboard's kubectl port-forward command")
-    add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
-        help="log level")
+    options.add_log_level(parser, help="log level")
     options.flag(parser, "--loop", env="ALERT_LOOP",
                  help="evaluate every --interval seconds until stopped (outside Kubernetes)")
     options.flag(parser, "--test", env="ALERT_TEST",

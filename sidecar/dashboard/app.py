@@ -55,7 +55,6 @@ __all__ = ["Board", "Settings", "configure", "create_app", "run", "serve"]
 
 log = logging.getLogger("sidecar.dashboard")
 
-DEFAULT_SELECTOR = Discovery().selector
 MAX_RPC_PARAM = 2 * 256 + 1  # Service/Method, each at most the protocol's 256 characters
 
 # The page runs only its own script and style; nothing inline, nothing from elsewhere.
@@ -85,8 +84,8 @@ class Settings:
     port: int = 9000
     targets: tuple[str, ...] = ()  # fixed sidecar URLs; empty means Kubernetes discovery
     namespace: str | None = None  # None: this pod's namespace, else "default"
-    selector: str = DEFAULT_SELECTOR
-    sidecar_port: int = 9090
+    selector: str = options.DEFAULT_SELECTOR
+    sidecar_port: int = options.SIDECAR_PORT
     refresh: float = 5.0  # seconds between the page's refreshes
     timeout: float = 2.0  # seconds for one pod to answer
     alert_state_configmap: str | None = None
@@ -443,16 +442,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(parser, "--host", env="DASHBOARD_HOST", default="0.0.0.0", help="address to serve on")
     add(parser, "--port", env="DASHBOARD_PORT", type=options.port, default=9000,
         help="HTTP port of the dashboard")
-    add(parser, "--target", env="ORACLE_HTTP_URL", type=options.http_url, repeat=True,
-        default=[], help="sidecar URL to watch, e.g. http://127.0.0.1:9090 (repeatable; the "
-                         "env var is comma-separated); without it, pods are found through the "
-                         "Kubernetes API")
-    add(parser, "--namespace", env="ORACLE_NAMESPACE",
-        help="namespace of the Oracle pods (default: this pod's own, else default)")
-    add(parser, "--selector", env="ORACLE_POD_SELECTOR", default=DEFAULT_SELECTOR,
-        help="label selector of the Oracle pods")
-    add(parser, "--sidecar-port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
-        help="port of the sidecar on each pod")
+    options.add_discovery(
+        parser, target_default=[],
+        target_help="sidecar URL to watch, e.g. http://127.0.0.1:9090 (repeatable; the env var "
+                    "is comma-separated); without it, pods are found through the Kubernetes API",
+        namespace_help="namespace of the Oracle pods (default: this pod's own, else default)",
+        port_flag="--sidecar-port", port_help="port of the sidecar on each pod")
     add(parser, "--refresh", env="DASHBOARD_REFRESH", type=options.positive_duration, default=5.0,
         help="seconds between the page's refreshes")
     add(parser, "--timeout", env="DASHBOARD_TIMEOUT", type=options.positive_duration, default=2.0,
@@ -461,8 +456,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="name of the alerter's state ConfigMap, to show the alerts")
     add(parser, "--alert-state-file", env="ALERT_STATE_FILE",
         help="path of the alerter's state file (local runs; wins over the ConfigMap)")
-    add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
-        help="DEBUG, INFO, WARNING or ERROR")
+    options.add_log_level(parser)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:

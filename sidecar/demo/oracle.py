@@ -393,8 +393,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     options.add(parser, "--grace-seconds", env="ORACLE_GRACE_SECONDS",
                 type=options.non_negative_duration, default=5.0,
                 help="on SIGTERM, time given to RPCs in flight")
-    options.add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
-                help="log level")
+    options.add_log_level(parser, help="log level")
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
