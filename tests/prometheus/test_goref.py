@@ -32,25 +32,27 @@ import re
 import select
 import shutil
 import subprocess
-import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-from sidecar import protocol
 from sidecar.reporter.core import Reporter
 from tests.conftest import wait_for
 from tests.prometheus.conftest import JOB, PrometheusServer
+from tests.prometheus.echo import (
+    CALLS,
+    KINDS,
+    SERVICE,
+    drive,
+    echo_descriptor,
+    expected_messages,
+    python_server,
+)
 
 GOREF = Path(__file__).resolve().parent / "goref" / "main.go"
-SERVICE = "compat.v1.Echo"
-KINDS = {"Unary": "unary", "ServerStream": "server_stream", "ClientStream": "client_stream",
-         "Bidi": "bidi_stream"}
 EXTRA_BUCKETS = {"20", "30", "60"}  # ours past Go's default 10 s (the P95 > 10 s alert)
 TIME_SLACK = 0.02  # seconds per call that the two runtimes' own overheads may differ by
 GOPATH = "/usr/share/gocode"  # Debian's golang-*-dev packages install here
@@ -99,129 +101,6 @@ def goref(goref_binary: Path) -> Iterator[dict[str, int]]:
         proc.stdout.close()
 
 
-# -- the same service in Python -----------------------------------------------------------------
-
-def echo_descriptor() -> Any:
-    """compat.v1.Echo's protobuf service descriptor, as generated code would hold it."""
-    from google.protobuf import descriptor_pb2, descriptor_pool
-
-    file = descriptor_pb2.FileDescriptorProto(name="compat/echo.proto", package="compat.v1",
-                                              syntax="proto3")
-    file.message_type.add(name="Msg")
-    service = file.service.add(name="Echo")
-    for name, rpc_type in KINDS.items():
-        service.method.add(name=name, input_type=".compat.v1.Msg", output_type=".compat.v1.Msg",
-                           client_streaming=rpc_type in ("client_stream", "bidi_stream"),
-                           server_streaming=rpc_type in ("server_stream", "bidi_stream"))
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(file)
-    return pool.FindServiceByName(f"{SERVICE}")
-
-
-_STATUS = {code.value[0]: code for code in grpc.StatusCode}
-
-
-def _finish(raw: bytes, context: Any) -> None:
-    """What main.go's finish does: sleep, then end as the request asks."""
-    plan = json.loads(raw)
-    time.sleep(plan.get("sleep", 0))
-    if plan.get("fail"):
-        raise RuntimeError("boom")  # uncaught: Unknown, as Go's plain error
-    if plan.get("code"):
-        context.abort(_STATUS[plan["code"]], "asked for it")
-
-
-def _unary(request: bytes, context: Any) -> bytes:
-    _finish(request, context)
-    return b"ok"
-
-
-def _server_stream(request: bytes, context: Any) -> Iterator[bytes]:
-    for _ in range(json.loads(request).get("n", 0)):
-        yield b"ok"
-    _finish(request, context)
-
-
-def _client_stream(requests: Iterator[bytes], context: Any) -> bytes:
-    *_, last = [b"{}", *requests]
-    _finish(last, context)
-    return b"ok"
-
-
-def _bidi(requests: Iterator[bytes], context: Any) -> Iterator[bytes]:
-    last = b"{}"
-    for last in requests:
-        for _ in range(json.loads(last).get("n", 0)):
-            yield b"ok"
-    _finish(last, context)
-
-
-def python_server(reporter: Reporter) -> tuple[grpc.Server, int]:
-    handlers = {
-        "Unary": grpc.unary_unary_rpc_method_handler(_unary),
-        "ServerStream": grpc.unary_stream_rpc_method_handler(_server_stream),
-        "ClientStream": grpc.stream_unary_rpc_method_handler(_client_stream),
-        "Bidi": grpc.stream_stream_rpc_method_handler(_bidi),
-    }
-    server = grpc.server(futures.ThreadPoolExecutor(16),
-                         interceptors=[reporter.server_interceptor()])
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    return server, port
-
-
-# -- the calls ----------------------------------------------------------------------------------
-
-def plan(sleep: float = 0.0, code: int = 0, fail: bool = False, n: int = 0) -> bytes:
-    return json.dumps({"sleep": sleep, "code": code, "fail": fail, "n": n}).encode()
-
-
-# (method, requests): a unary/server-stream call sends one request, the others a list. Codes by
-# number: 3 InvalidArgument, 4 DeadlineExceeded, 5 NotFound, 6 AlreadyExists, 7
-# PermissionDenied, 8 ResourceExhausted, 13 Internal, 14 Unavailable.
-CALLS: list[tuple[str, list[bytes]]] = [
-    *[("Unary", [plan(s)]) for s in (0, 0, 0, 0.011, 0.011, 0.026, 0.051, 0.101, 0.251, 0.501,
-                                     1.001)],
-    ("Unary", [plan(0, code=5)]), ("Unary", [plan(0.011, code=5)]), ("Unary", [plan(code=3)]),
-    ("Unary", [plan(0.026, code=14)]), ("Unary", [plan(0.051, code=8)]),
-    ("Unary", [plan(0.101, code=4)]), ("Unary", [plan(0.026, code=13)]),
-    ("Unary", [plan(fail=True)]), ("Unary", [plan(0.011, fail=True)]),
-    ("ServerStream", [plan(0.026, n=3)]), ("ServerStream", [plan(0.101, n=5)]),
-    ("ServerStream", [plan(0.026, n=0)]), ("ServerStream", [plan(0.051, code=13, n=2)]),
-    ("ServerStream", [plan(0.026, fail=True, n=1)]),
-    ("ClientStream", [plan(), plan(), plan(0.026)]), ("ClientStream", [plan(0.251)]),
-    ("ClientStream", [plan(), plan(0.051, code=6)]), ("ClientStream", [plan(0.026, fail=True)]),
-    ("Bidi", [plan(n=2), plan(0.026, n=2)]), ("Bidi", [plan(0.501, n=1)]),
-    ("Bidi", [plan(n=1), plan(0.051, code=7, n=1)]), ("Bidi", [plan(0.026, fail=True, n=3)]),
-]
-
-
-def call(channel: grpc.Channel, method: str, requests: list[bytes]) -> str:
-    """One call; the status code the client saw, by Go's name."""
-    path = f"/{SERVICE}/{method}"
-    try:
-        if method == "Unary":
-            channel.unary_unary(path)(requests[0], timeout=30)
-        elif method == "ServerStream":
-            list(channel.unary_stream(path)(requests[0], timeout=30))
-        elif method == "ClientStream":
-            channel.stream_unary(path)(iter(requests), timeout=30)
-        else:
-            list(channel.stream_stream(path)(iter(requests), timeout=30))
-    except grpc.RpcError as err:
-        return protocol.CODES[err.code().value[0]]
-    return "OK"
-
-
-def drive(port: int) -> Counter[tuple[str, str]]:
-    """Every call of CALLS once against 127.0.0.1:port, 8 at a time; (method, code) counts."""
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel, \
-            futures.ThreadPoolExecutor(8) as pool:
-        codes = pool.map(lambda c: call(channel, *c), CALLS)
-        return Counter((method, code) for (method, _), code in zip(CALLS, codes, strict=True))
-
-
 # -- what Prometheus holds ----------------------------------------------------------------------
 
 Series = dict[frozenset[tuple[str, str]], float]
@@ -247,8 +126,10 @@ def last_scrape(prom: PrometheusServer) -> float:
 R = "[5m]"
 GR = "github.com/grpc-ecosystem/go-grpc-prometheus README.md"
 THANOS = "github.com/thanos-io/thanos mixin/lib/thanos-grafana-builder/grpc.libsonnet"
+# (the etcd watch-streams panel selects grpc_service="etcdserverpb.Watch": here, our service)
 THANOS_ALERTS = "github.com/thanos-io/thanos mixin/alerts (via srerun/prometheus-alerts)"
-ETCD = "etcd-io/etcd contrib/mixin (etcdHighNumberOfFailedGRPCRequests, etcdGRPCRequestsSlow)"
+ETCD = "github.com/etcd-io/etcd contrib/mixin/alerts/alerts.libsonnet"
+ETCD_DASH = "github.com/etcd-io/etcd contrib/mixin/dashboards/targets.libsonnet"
 ETCD_RB = "kubesphere/alert-runbooks content/runbooks/etcd/etcdHighNumberOfFailedGRPCRequests.md"
 OCP = "stratus-ss/ocp-prometheus-runbooks etcdGRPCRequestsSlow.md"
 PRAEFECT = "gitlab.com/gitlab-com/runbooks metrics-catalog/services/praefect.jsonnet"
@@ -303,11 +184,11 @@ PUBLIC: list[tuple[str, str]] = [
            f"without (grpc_type, grpc_code) > 1"),
     (ETCD, f'histogram_quantile(0.99, sum(rate(grpc_server_handling_seconds_bucket{{{J}, '
            f'grpc_method!="Defragment", grpc_type="unary"}}[5m])) without(grpc_type))'),
-    (ETCD, f'sum(grpc_server_started_total{{{J},grpc_service="{SERVICE}",'
+    (ETCD_DASH, f'sum(grpc_server_started_total{{{J},grpc_service="{SERVICE}",'
            f'grpc_type="bidi_stream"}}) - sum(grpc_server_handled_total{{{J},'
            f'grpc_service="{SERVICE}",grpc_type="bidi_stream"}})'),
-    (ETCD, f'sum(rate(grpc_server_started_total{{{J},grpc_type="unary"}}[5m]))'),
-    (ETCD, f'sum(rate(grpc_server_handled_total{{{J},grpc_type="unary",grpc_code=~"{ETCD_ERR}"'
+    (ETCD_DASH, f'sum(rate(grpc_server_started_total{{{J},grpc_type="unary"}}[5m]))'),
+    (ETCD_DASH, f'sum(rate(grpc_server_handled_total{{{J},grpc_type="unary",grpc_code=~"{ETCD_ERR}"'
            f"}}[5m]))"),
     (ETCD_RB, f'100 * sum without(grpc_type, grpc_code) (rate(grpc_server_handled_total{{'
               f'grpc_code=~"{ETCD_ERR}",{J}}}[5m])) / sum without(grpc_type, grpc_code) '
@@ -395,9 +276,11 @@ def test_ours_equals_go_grpc_prometheus_series_by_series_and_in_public_queries(
     assert {n for n in names_ours - names_go if not n.startswith("oracle_sidecar_")} == set()
     kinds = {dict(k)["grpc_method"]: dict(k)["grpc_type"] for k in ours}
     assert kinds == KINDS
-    received = {dict(k)["grpc_method"]: v for k, v in go.items()
-                if dict(k)["__name__"] == "grpc_server_msg_received_total"}
-    assert received == {"Unary": 20, "ServerStream": 5, "ClientStream": 7, "Bidi": 6}
+    messages = {(dict(k)["grpc_method"], dict(k)["__name__"]): v for k, v in go.items()
+                if dict(k)["__name__"].startswith("grpc_server_msg_")}
+    assert {m: (messages[(m, "grpc_server_msg_received_total")],
+                messages[(m, "grpc_server_msg_sent_total")]) for m in KINDS} == expected_messages(
+        CALLS)  # go-grpc-prometheus counts as tests/prometheus/echo.py says it does
 
     # 2. Public expressions.
     assert len(PUBLIC) >= 25
