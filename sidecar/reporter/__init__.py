@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sidecar import protocol
-from sidecar.reporter.core import DEFAULT_SOCKET, Methods, Reporter
+from sidecar.reporter.core import DEFAULT_SOCKET, Methods, Reporter, _Tracked
 
 __all__ = ["DEFAULT_SOCKET", "Reporter", "close", "get", "start", "track_rpc"]
 
@@ -81,37 +81,25 @@ def close() -> None:
             _current = None
 
 
-class track_rpc:  # a class used like a function: @track_rpc("name") / with track_rpc(...)
+class track_rpc(_Tracked):  # a class used like a function: @track_rpc("name") / with ...
     """Time a block or a function as an RPC on the process-wide reporter.
 
-    Does nothing (and costs next to nothing) when no reporter was started.
+    The reporter is looked up when the block starts, so a function decorated at import counts
+    once :func:`start` has run. Does nothing (and costs next to nothing) when no reporter was
+    started.
     """
 
-    __slots__ = ("_name", "_tracked")
+    __slots__ = ("_name",)
 
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._tracked: Any = None
+    def __init__(self, name: str) -> None:  # not super().__init__: this is the hot path
+        self._reporter: Reporter | None = None
+        self._full = self._name = name
 
-    def __enter__(self) -> track_rpc:
-        if _current is not None:
-            self._tracked = _current.track(self._name)
-            self._tracked.__enter__()
-        return self
+    def _again(self) -> track_rpc:
+        return track_rpc(self._name)
 
-    def __exit__(self, *exc: Any) -> None:
-        if self._tracked is not None:
-            self._tracked.__exit__(*exc)
-            self._tracked = None
-
-    def __call__(self, func: Any) -> Any:
-        import functools
-
-        name = self._name
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with track_rpc(name):
-                return func(*args, **kwargs)
-
-        return wrapper
+    def _bind(self) -> Reporter | None:
+        self._reporter = reporter = _current
+        if reporter is not None:
+            self._full = reporter.full_name(self._name)
+        return reporter

@@ -239,9 +239,12 @@ class Reporter:
         ``name`` is ``Service/Method`` or a bare method name of this reporter's service. An
         exception that escapes counts as Unknown with its type, and is re-raised untouched.
         """
-        full = name if name.startswith("/") else "/" + (
+        return _Tracked(self, self.full_name(name))
+
+    def full_name(self, name: str) -> str:
+        """``/Service/Method`` from ``Service/Method`` or a bare method of this service."""
+        return name if name.startswith("/") else "/" + (
             name if "/" in name else f"{self.service or 'app'}/{name}")
-        return _Tracked(self, full)
 
     def server_interceptor(self) -> Any:
         """A ``grpc.ServerInterceptor`` for ``grpc.server(..., interceptors=[...])``."""
@@ -444,37 +447,53 @@ class Reporter:
 
 
 class _Tracked:
-    """Context manager and decorator made by :meth:`Reporter.track`."""
+    """Context manager and decorator made by :meth:`Reporter.track` (and ``track_rpc``).
+
+    Counts nothing when there is no reporter. Subclasses choose the reporter and the full
+    method name when a block starts (:meth:`_bind`).
+    """
 
     __slots__ = ("_full", "_reporter", "_series", "_t0")
 
-    def __init__(self, reporter: Reporter, full: str) -> None:
+    def __init__(self, reporter: Reporter | None, full: str) -> None:
         self._reporter = reporter
         self._full = full
 
+    def _bind(self) -> Reporter | None:
+        """The reporter this block counts on (``self._full`` is its method)."""
+        return self._reporter
+
     def __enter__(self) -> _Tracked:
-        self._series = self._reporter.series(self._full)
-        if self._series is not None:
-            self._series.started += 1
-        self._t0 = time.perf_counter()
+        reporter = self._bind()
+        self._series = series = reporter.series(self._full) if reporter is not None else None
+        if series is not None:
+            series.started += 1
+            self._t0 = time.perf_counter()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, *_: object) -> None:
+        series, reporter = self._series, self._reporter
+        if series is None or reporter is None:
+            return
         elapsed = time.perf_counter() - self._t0
-        if self._series is not None:
-            if exc_type is None:
-                self._reporter.observe(self._series, elapsed)
-            else:
-                self._reporter.observe(self._series, elapsed, "Unknown", exc_type.__name__)
+        if exc_type is None:
+            reporter.observe(series, elapsed)
+        else:
+            reporter.observe(series, elapsed, "Unknown", exc_type.__name__)
+        self._series = None
+
+    def _again(self) -> _Tracked:
+        """A fresh one for each call of a decorated function (calls may overlap)."""
+        return _Tracked(self._reporter, self._full)
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
         import functools
 
-        reporter, full = self._reporter, self._full
+        again = self._again
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with _Tracked(reporter, full):
+            with again():
                 return func(*args, **kwargs)
 
         return wrapper

@@ -147,30 +147,40 @@ def test_health_callback_failures_report_degraded(receiver: socket.socket) -> No
 
 
 def test_track_rpc_counts_blocks_and_functions_and_reraises(receiver: socket.socket) -> None:
-    """track_rpc as decorator and context manager; an escaping exception is Unknown + type."""
+    """track_rpc as decorator and context manager; an escaping exception is Unknown + type.
+
+    A function decorated before start() counts once the reporter runs (nothing before), and
+    nested calls of one decorated function each count.
+    """
     from sidecar import reporter as monitoring
 
+    @track_rpc("Batch/Nightly")
+    def nightly(fail: bool) -> str:
+        if fail:
+            raise KeyError("missing")
+        return "done"
+
+    @track_rpc("Walk")
+    def walk(depth: int) -> int:
+        return depth if depth == 0 else walk(depth - 1) + 1
+
+    assert nightly(False) == "done" and walk(1) == 1  # no reporter yet: not counted
     rep = monitoring.start("jobs", socket_path=receiver.getsockname(), interval=60)
     try:
         receive_one(receiver)  # the first snapshot, sent at start
-
-        @track_rpc("Batch/Nightly")
-        def nightly(fail: bool) -> str:
-            if fail:
-                raise KeyError("missing")
-            return "done"
-
         assert nightly(False) == "done"
         with pytest.raises(KeyError):
             nightly(True)
         with track_rpc("Cleanup"):
             pass
+        assert walk(2) == 2
         rep.flush()
         rows = {r.method: r for r in receive_one(receiver).rows}
         assert rows["Nightly"].service == "Batch"
         assert rows["Nightly"].codes == {"OK": 1, "Unknown": 1}
         assert rows["Nightly"].exceptions == {"KeyError": 1}
         assert rows["Cleanup"].service == "jobs" and rows["Cleanup"].codes == {"OK": 1}
+        assert rows["Walk"].started == 3 and rows["Walk"].codes == {"OK": 3}
     finally:
         monitoring.close()
 
