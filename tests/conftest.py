@@ -41,15 +41,22 @@ def http_json(url: str) -> Any:
     return json.loads(http_get(url)[1])
 
 
-def wait_for(predicate: Any, timeout: float = 10.0, interval: float = 0.05,
-             message: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``message`` on timeout."""
+def wait_for(predicate: Any, timeout: float = 10.0, message: str = "condition",
+             interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``message`` on timeout.
+
+    The one condition wait of the tests: an error that means "not yet" (a refused connection,
+    a half-written file, a gRPC server still starting) counts as not yet, and is shown as the
+    last value when time runs out.
+    """
+    import grpc
+
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = predicate()
-        except (OSError, ValueError) as err:
+        except (OSError, ValueError, grpc.RpcError) as err:
             last = err
         else:
             if last:

@@ -9,7 +9,6 @@ import socket
 import stat
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -124,14 +123,14 @@ def test_socket_file_removed_at_run_time_is_made_again(sidecar: SidecarProcess) 
 
 def test_sigterm_turns_unready_first_then_exits_zero(sidecar_factory: Any) -> None:
     """SIGTERM: /ready answers 503 at once while the drain lasts, then exit 0, socket removed."""
-    sc = sidecar_factory("--drain-seconds", "1.5")
+    sc = sidecar_factory("--drain-seconds", "3")
     rep = Reporter("svc", socket_path=sc.socket, interval=0.2).start()
     wait_for(lambda: http_get(sc.url + "/ready")[0] == 200, 5, message="ready")
     assert sc.proc is not None
     sc.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
-    status, body, _ = http_get(sc.url + "/ready")
-    assert status == 503 and "shutting down" in body
+    _, body, _ = wait_for(lambda: (a := http_get(sc.url + "/ready"))[0] == 503 and a, 3,
+                          message="/ready 503 while the drain lasts")
+    assert "shutting down" in body
     assert sc.proc.wait(10) == 0
     assert not os.path.exists(sc.socket)
     rep.close()

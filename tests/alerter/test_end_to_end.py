@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from sidecar.alerter.state import parse
-from tests.conftest import SidecarProcess, http_get
-from tests.demo.helpers import Proc, http, start_oracle, wait_for
+from tests.conftest import SidecarProcess, http_get, wait_for
+from tests.demo.helpers import Proc, http, start_oracle
 from tests.fakes.telegram_api import FakeTelegramAPI
 
 HINT = "kubectl port-forward --namespace oracle svc/oracle-dashboard 9000:9000"

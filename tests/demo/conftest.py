@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo.helpers import Proc, free_port, http, wait_for
+from tests.conftest import free_port, wait_for
+from tests.demo.helpers import Proc, http
 
 
 @pytest.fixture

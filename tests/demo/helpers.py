@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -18,35 +16,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.conftest import free_port, wait_for
+
 # Runs the CLI with sidecar.reporter made unimportable, as if the package were not installed.
 WITHOUT_REPORTER = (
     "import sys; sys.modules['sidecar.reporter'] = None; "
     "from sidecar.cli import main; sys.exit(main(sys.argv[1:]))"
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.1
-             ) -> Any:
-    """Poll ``predicate`` until truthy; fail naming ``what`` and the last value on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = predicate()
-        except (OSError, ValueError, grpc.RpcError) as err:
-            last = err
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}; last: {last!r}")
 
 
 def http(method: str, url: str, body: Any = None, timeout: float = 5.0) -> tuple[int, Any]:

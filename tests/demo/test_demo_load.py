@@ -90,7 +90,7 @@ def test_duration_stops_sending(oracle):
 
 def test_unreachable_target_is_counted_not_crashed(procs):
     """Calls to a port nobody listens on are Unavailable in the report; the run still ends 0."""
-    from tests.demo.helpers import free_port
+    from tests.conftest import free_port
 
     proc = procs("load", ["load", "--target", f"127.0.0.1:{free_port()}", "--requests", "5",
                           "--timeout", "2", "--json"])

@@ -16,14 +16,8 @@ from sidecar.demo._pb import oracle_pb2_grpc as pb_grpc
 from sidecar.demo.knobs import Faults
 from sidecar.demo.oracle import DemoOracle, Settings
 from sidecar.demo.samples import make_request
-from tests.demo.helpers import (
-    WITHOUT_REPORTER,
-    grpc_health,
-    http,
-    json_log,
-    start_oracle,
-    wait_for,
-)
+from tests.conftest import wait_for
+from tests.demo.helpers import WITHOUT_REPORTER, grpc_health, http, json_log, start_oracle
 
 
 @pytest.fixture

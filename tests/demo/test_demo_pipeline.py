@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from sidecar.demo import SERVICE
-from tests.demo.helpers import handled_by_method, http, start_oracle, wait_for
+from tests.conftest import wait_for
+from tests.demo.helpers import handled_by_method, http, start_oracle
 
 
 def test_sidecar_totals_equal_what_the_client_saw(procs, sidecar):

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from sidecar.demo import METHODS, SERVICE
-from tests.demo.helpers import alive, free_port, handled_by_method, http, wait_for
+from tests.conftest import free_port, wait_for
+from tests.demo.helpers import alive, handled_by_method, http
 
 
 def _start_demo(procs, *extra: str):

@@ -12,8 +12,8 @@ from prometheus_client.openmetrics.parser import text_string_to_metric_families 
 
 from sidecar import protocol
 from sidecar.reporter.core import Reporter
-from tests.conftest import SidecarProcess, http_get, parse_metrics, wait_for
-from tests.demo.helpers import Proc, free_port
+from tests.conftest import SidecarProcess, free_port, http_get, parse_metrics, wait_for
+from tests.demo.helpers import Proc
 from tests.prometheus.conftest import METHODS, SERVICE, promtool
 
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
