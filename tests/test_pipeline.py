@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent import futures
@@ -202,11 +201,16 @@ def test_sidecar_killed_and_replaced_mid_traffic_loses_and_doubles_nothing(
     worker = threading.Thread(target=traffic)
     worker.start()
     try:
-        time.sleep(1.0)
+        wait_for(lambda: sum(seen.values()) >= 30 and handled(
+            parse_metrics(first.metrics()), "Ok", "OK") > 0, 10,
+            message="traffic counted by the first sidecar")
         assert first.kill() == -9
-        time.sleep(0.7)  # pushes fail while nobody listens
+        wait_for(lambda: rep.dropped > 0, 10, message="pushes failing while nobody listens")
+        before = sum(seen.values())
         second = sidecar_factory()  # replaces the stale socket file
-        time.sleep(1.0)
+        wait_for(lambda: sum(seen.values()) >= before + 30 and handled(
+            parse_metrics(second.metrics()), "Ok", "OK") > 0, 10,
+            message="traffic counted by the second sidecar")
     finally:
         stop.set()
         worker.join(30)
