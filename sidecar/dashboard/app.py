@@ -46,7 +46,7 @@ from sidecar.dashboard.alerts import read_alert_state
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.targets import Discovery, Fetched, Target, discover, fetch_json
-from sidecar.web import serve_until_signal
+from sidecar.web import check_rpc, guard, json_response, livez, serve_until_signal
 
 if TYPE_CHECKING:  # the Kubernetes client is imported only when it is used
     from sidecar.kube import Kube
@@ -54,8 +54,6 @@ if TYPE_CHECKING:  # the Kubernetes client is imported only when it is used
 __all__ = ["Board", "Settings", "configure", "create_app", "run", "serve"]
 
 log = logging.getLogger("sidecar.dashboard")
-
-MAX_RPC_PARAM = 2 * 256 + 1  # Service/Method, each at most the protocol's 256 characters
 
 # The page runs only its own script and style; nothing inline, nothing from elsewhere.
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -323,41 +321,6 @@ class Board:
 BOARD = web.AppKey("board", Board)
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    response = web.Response(text=json.dumps(body, separators=(",", ":"), allow_nan=False),
-                            status=status, content_type="application/json")
-    response.headers["Cache-Control"] = "no-store"
-    return response
-
-
-@web.middleware
-async def _guard(request: web.Request,
-                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                 ) -> web.StreamResponse:
-    """Security headers on every answer; errors as small JSON documents, never a traceback."""
-    try:
-        response = await handler(request)
-    except web.HTTPException as err:
-        if err.status < 400:
-            raise
-        body: dict[str, Any] = {"error": err.text if err.text and not err.text.startswith(
-            f"{err.status}:") else err.reason, "status": err.status, "path": request.path}
-        if err.status == 404:
-            body["endpoints"] = ["/", "/api/status", "/api/history", "/livez", "/ready",
-                                 "/openapi.json"]
-        response = _json(body, err.status)
-        if err.status == 405:
-            response.headers["Allow"] = "GET, HEAD"
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("request failed", extra={"path": request.path})
-        response = _json({"error": "internal error; see the dashboard's log", "status": 500,
-                          "path": request.path}, 500)
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
 def _page(body: bytes, content_type: str) -> Callable[[web.Request], Awaitable[web.Response]]:
     """A handler answering one static file, held in memory (no directory is ever listed)."""
     async def page(request: web.Request) -> web.Response:
@@ -373,14 +336,14 @@ async def api_status(request: web.Request) -> web.Response:
     if window not in WINDOWS:
         raise web.HTTPBadRequest(text=f"window must be one of {', '.join(WINDOWS)}")
     board = request.app[BOARD]
-    return _json(board.status(await board.round(), window))
+    return json_response(board.status(await board.round(), window))
 
 
 async def api_history(request: web.Request) -> web.Response:
     rpc = request.query.get("rpc") or None
     pod = request.query.get("pod") or None
-    if rpc is not None and (len(rpc) > MAX_RPC_PARAM or "/" not in rpc):
-        raise web.HTTPBadRequest(text="rpc must be Service/Method")
+    if rpc is not None:
+        check_rpc(rpc)
     board = request.app[BOARD]
     found = board.shared.last("round") or await board.round()
     targets = [f.target for f in found.fetched if pod is None or f.target.name == pod]
@@ -388,17 +351,13 @@ async def api_history(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(text="no such pod")
     doc = await board.shared.get(json.dumps(["history", pod, rpc]),
                                  lambda: board.history(targets, rpc))
-    return _json({**doc, "pod": pod})
-
-
-async def livez(request: web.Request) -> web.Response:
-    return _json({"alive": True, "version": __version__})
+    return json_response({**doc, "pod": pod})
 
 
 async def ready(request: web.Request) -> web.Response:
     """Ready while serving: a Kubernetes API or pod problem is shown on the page, not hidden."""
     board = request.app[BOARD]
-    return _json({"ready": True, "mode": board.mode, "targets_known": len(board.known)
+    return json_response({"ready": True, "mode": board.mode, "targets_known": len(board.known)
                   if board.mode == "kubernetes" else len(board.settings.targets)})
 
 
@@ -421,15 +380,17 @@ async def _session(app: web.Application) -> AsyncIterator[None]:
 
 def create_app(settings: Settings, kube: Kube | None = None) -> web.Application:
     """The :9000 application. ``kube`` is a :class:`sidecar.kube.Kube` (made when needed)."""
-    app = web.Application(middlewares=[_guard], client_max_size=1024)
+    app = web.Application(middlewares=[guard(log, "dashboard", SECURITY_HEADERS)],
+                          client_max_size=1024)
     app[BOARD] = Board(settings, kube)
-    for route, (body, content_type) in _load_pages().items():
-        app.router.add_get(route, _page(body, content_type))
-    app.router.add_get("/api/status", api_status)
-    app.router.add_get("/api/history", api_history)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/openapi.json", _page(load_openapi("dashboard"), "application/json"))
+    for route, (body, content_type) in _load_pages().items():  # only the page itself is named
+        app.router.add_get(route, _page(body, content_type), name="page" if route == "/" else None)
+    app.router.add_get("/api/status", api_status, name="status")
+    app.router.add_get("/api/history", api_history, name="history")
+    app.router.add_get("/livez", livez(), name="livez")
+    app.router.add_get("/ready", ready, name="ready")
+    app.router.add_get("/openapi.json", _page(load_openapi("dashboard"), "application/json"),
+                       name="openapi")
     app.cleanup_ctx.append(_session)
     return app
 
