@@ -6,4 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh --test
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/ruff check sidecar tests benchmarks prometheus scripts
+.venv/bin/mypy sidecar  # strict (pyproject.toml [tool.mypy])
 exec .venv/bin/pytest "$@"
