@@ -49,7 +49,7 @@ from sidecar.alerter.state import (
     MemoryStore,
     State,
     StateConflict,
-    Store,
+    StateStore,
 )
 from sidecar.alerter.telegram import Delivery, Telegram, TokenError, check_token, redactor
 from sidecar.logs import setup_logging
@@ -263,7 +263,7 @@ def _namespace(settings: Settings) -> str:
     return settings.discovery.namespace or current_namespace() or "default"
 
 
-def _store(settings: Settings, kube: Kube | None) -> Store:
+def _store(settings: Settings, kube: Kube | None) -> StateStore:
     if settings.state_file:
         return FileStore(settings.state_file)
     if settings.state_config_map:
@@ -273,13 +273,13 @@ def _store(settings: Settings, kube: Kube | None) -> Store:
     return MemoryStore()
 
 
-async def _transact(store: Store, change: Callable[[State], tuple[_T, State]]) -> _T:
+async def _transact(store: StateStore, change: Callable[[State], tuple[_T, State]]) -> _T:
     """Read the state, change it, write it back if nobody wrote in between; else again."""
     for attempt in range(1, STATE_ATTEMPTS + 1):
         loaded = await asyncio.to_thread(store.load)
         result, new = change(loaded.state)
         try:
-            await asyncio.to_thread(store.save, new, loaded.version)
+            await asyncio.to_thread(store.save, new, loaded.token)
             return result
         except StateConflict:
             log.info("the alert state changed since this run read it; reading it again",
@@ -316,8 +316,9 @@ async def _answers(session: aiohttp.ClientSession, targets: list[Target], timeou
     return list(await asyncio.gather(*(ask(t) for t in targets)))
 
 
-async def evaluate_once(settings: Settings, *, kube: Kube | None = None, store: Store | None = None,
-                        clock: Callable[[], float] = time.time, out: TextIO | None = None) -> int:
+async def evaluate_once(settings: Settings, *, kube: Kube | None = None,
+                        store: StateStore | None = None, clock: Callable[[], float] = time.time,
+                        out: TextIO | None = None) -> int:
     """One evaluation, start to end; returns the exit code. ``kube``: a ``sidecar.kube.Kube``."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + settings.deadline
@@ -340,7 +341,7 @@ def _api_errors(settings: Settings) -> tuple[type[Exception], ...]:
     return (KubeError, OSError, StateConflict)
 
 
-async def _evaluate(settings: Settings, kube: Kube | None, store: Store | None,
+async def _evaluate(settings: Settings, kube: Kube | None, store: StateStore | None,
                     clock: Callable[[], float], out: TextIO | None, run_id: str,
                     deadline: float) -> int:
     api_errors = _api_errors(settings)
@@ -393,7 +394,7 @@ async def _judge(settings: Settings, how: Discovery, targets: list[Target], time
                     namespace=how.namespace, pods=targets)
 
 
-async def _dry_run(settings: Settings, store: Store, evaluation: Evaluation, now: float,
+async def _dry_run(settings: Settings, store: StateStore, evaluation: Evaluation, now: float,
                    run_id: str, claim_until: float, out: TextIO) -> int:
     """``--dry-run``: plan against the state as it is, print the messages, change nothing."""
     try:
@@ -408,7 +409,7 @@ async def _dry_run(settings: Settings, store: Store, evaluation: Evaluation, now
     return 0
 
 
-async def _plan_and_deliver(settings: Settings, store: Store, evaluation: Evaluation,
+async def _plan_and_deliver(settings: Settings, store: StateStore, evaluation: Evaluation,
                             now: float, run_id: str, claim_until: float, deadline: float) -> int:
     """Claim what is due in the state, deliver it, record how each delivery went."""
     api_errors = _api_errors(settings)

@@ -51,7 +51,7 @@ __all__ = [
     "State",
     "StateConflict",
     "StateError",
-    "Store",
+    "StateStore",
     "alert_key",
     "dumps",
     "parse",
@@ -258,20 +258,20 @@ def dumps(state: State) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """The state as read, and the version to hand back to ``save`` (compare-and-swap)."""
+    """The state as read, and the token to hand back to ``save`` (compare-and-swap)."""
 
     state: State
-    version: Any
+    token: Any
 
 
-class Store(Protocol):
-    """Where the state lives. ``save`` raises StateConflict when ``version`` is not current."""
+class StateStore(Protocol):
+    """Where the state lives. ``save`` raises StateConflict when ``token`` is not current."""
 
     where: str
 
     def load(self) -> Loaded: ...
 
-    def save(self, state: State, version: Any) -> Any: ...
+    def save(self, state: State, token: Any) -> Any: ...
 
 
 def _fresh(where: str, why: str, **extra: Any) -> State:
@@ -293,24 +293,24 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._text: str | None = None
-        self._version = 0
+        self._token = 0
 
     def load(self) -> Loaded:
         state = State() if self._text is None else parse(self._text)
-        return Loaded(state, self._version)
+        return Loaded(state, self._token)
 
-    def save(self, state: State, version: Any) -> Any:
-        if version != self._version:
+    def save(self, state: State, token: Any) -> Any:
+        if token != self._token:
             raise StateConflict("the state changed since it was read")
         self._text = dumps(state)
-        self._version += 1
-        return self._version
+        self._token += 1
+        return self._token
 
 
 class FileStore:
     """State in a JSON file. ``save`` is atomic (rename) and a compare-and-swap on the content.
 
-    The version is the SHA-256 of the bytes read (None: no file). ``save`` holds an ``flock`` on
+    The token is the SHA-256 of the bytes read (None: no file). ``save`` holds an ``flock`` on
     ``<path>.lock`` while it checks that the file is still what was read and replaces it, so two
     alerters sharing a file behave like two sharing a ConfigMap.
     """
@@ -336,7 +336,7 @@ class FileStore:
             return Loaded(State(), None)
         return Loaded(_parse_or_fresh(raw, self.where), hashlib.sha256(raw).hexdigest())
 
-    def save(self, state: State, version: Any) -> Any:
+    def save(self, state: State, token: Any) -> Any:
         folder = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(folder, exist_ok=True)
         data = dumps(state).encode()
@@ -348,7 +348,7 @@ class FileStore:
             except OSError:
                 current = b""
             now = None if current is None else hashlib.sha256(current).hexdigest()
-            if version != "unreadable" and now != version:
+            if token != "unreadable" and now != token:
                 raise StateConflict(f"{self.path} changed since it was read")
             fd, tmp = tempfile.mkstemp(prefix=".state-", dir=folder)
             try:
@@ -367,7 +367,7 @@ class FileStore:
 
 
 @dataclass(frozen=True, slots=True)
-class _CMVersion:
+class _CMToken:
     resource_version: str
     other: dict[str, str]  # keys of the ConfigMap besides state.json, kept as they are
 
@@ -393,24 +393,24 @@ class ConfigMapStore:
             return Loaded(State(), None)
         data, resource_version = found
         other = {k: v for k, v in data.items() if k != STATE_KEY}
-        version = _CMVersion(resource_version, other)
+        token = _CMToken(resource_version, other)
         if STATE_KEY not in data:
             log.info("the alert state ConfigMap is empty; starting fresh",
                      extra={"state": self.where})
-            return Loaded(State(), version)
-        return Loaded(_parse_or_fresh(data[STATE_KEY], self.where), version)
+            return Loaded(State(), token)
+        return Loaded(_parse_or_fresh(data[STATE_KEY], self.where), token)
 
-    def save(self, state: State, version: Any) -> Any:
+    def save(self, state: State, token: Any) -> Any:
         from sidecar.kube import KubeConflict
 
         try:
-            if version is None:
+            if token is None:
                 rv = self.kube.create_config_map(self.namespace, self.name,
                                                  {STATE_KEY: dumps(state)}, LABELS)
-                return _CMVersion(rv, {})
-            data = {**version.other, STATE_KEY: dumps(state)}
+                return _CMToken(rv, {})
+            data = {**token.other, STATE_KEY: dumps(state)}
             rv = self.kube.replace_config_map(self.namespace, self.name, data,
-                                              version.resource_version)
-            return _CMVersion(rv, version.other)
+                                              token.resource_version)
+            return _CMToken(rv, token.other)
         except KubeConflict as err:
             raise StateConflict(str(err)) from err

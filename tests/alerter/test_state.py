@@ -79,13 +79,13 @@ def test_file_store_starts_fresh_then_swaps(tmp_path: Path) -> None:
     """A missing file is a fresh state; save writes it; a stale version is a conflict."""
     store = FileStore(str(tmp_path / "sub" / "state.json"))
     first = store.load()
-    assert first.state == State() and first.version is None
-    store.save(State(1.0, {ALERT.key: ALERT}), first.version)
+    assert first.state == State() and first.token is None
+    store.save(State(1.0, {ALERT.key: ALERT}), first.token)
     with pytest.raises(StateConflict):
-        store.save(State(2.0), first.version)  # somebody (we) wrote since
+        store.save(State(2.0), first.token)  # somebody (we) wrote since
     second = store.load()
     assert second.state.alerts == {ALERT.key: ALERT}
-    store.save(State(3.0), second.version)
+    store.save(State(3.0), second.token)
     assert store.load().state.updated == 3.0
     assert [p.name for p in (tmp_path / "sub").iterdir() if p.name.startswith(".state-")] == []
 
@@ -100,7 +100,7 @@ def test_file_store_replaces_a_corrupt_file_with_a_warning(
         loaded = store.load()
     assert loaded.state == State()
     assert "fresh alert state" in caplog.text
-    store.save(State(9.0), loaded.version)
+    store.save(State(9.0), loaded.token)
     assert parse(path.read_text()).updated == 9.0
 
 
@@ -108,16 +108,16 @@ def test_config_map_store_creates_replaces_and_detects_conflicts(fake_kube: Any)
     """First save creates; later saves replace at the resourceVersion read; 409 → conflict."""
     store = ConfigMapStore(Kube(fake_kube.client()), "oracle", "alert-state")
     loaded = store.load()
-    assert loaded.version is None
-    store.save(State(1.0), loaded.version)
+    assert loaded.token is None
+    store.save(State(1.0), loaded.token)
     loaded = store.load()
     fake_kube.put_config_map("oracle", "alert-state",
                              {STATE_KEY: dumps(State(2.0)), "note": "kept"})
     with pytest.raises(StateConflict):
-        store.save(State(3.0), loaded.version)
+        store.save(State(3.0), loaded.token)
     loaded = store.load()
     assert loaded.state.updated == 2.0
-    store.save(State(4.0), loaded.version)
+    store.save(State(4.0), loaded.token)
     data = fake_kube.config_maps[("oracle", "alert-state")]["data"]
     assert data["note"] == "kept" and parse(data[STATE_KEY]).updated == 4.0
 
@@ -128,7 +128,7 @@ def test_config_map_store_reads_the_charts_empty_config_map(fake_kube: Any) -> N
     store = ConfigMapStore(Kube(fake_kube.client()), "oracle", "alert-state")
     loaded = store.load()
     assert loaded.state == State()
-    store.save(State(1.0), loaded.version)
+    store.save(State(1.0), loaded.token)
     assert ("POST", "/api/v1/namespaces/oracle/configmaps") not in fake_kube.requests
 
 
@@ -136,7 +136,7 @@ def test_memory_store_swaps_too() -> None:
     """The in-process store of --loop has the same compare-and-swap."""
     store = MemoryStore()
     loaded = store.load()
-    store.save(State(1.0), loaded.version)
+    store.save(State(1.0), loaded.token)
     with pytest.raises(StateConflict):
-        store.save(State(2.0), loaded.version)
+        store.save(State(2.0), loaded.token)
     assert store.load().state.updated == 1.0
