@@ -22,12 +22,13 @@ kind              severity  fires when
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sidecar import documents
 from sidecar.alerter.state import alert_key
+from sidecar.documents import number as _number  # the tolerant reader's
 from sidecar.targets import Fetched, Target
 
 __all__ = [
@@ -43,7 +44,7 @@ __all__ = [
     "selector_target",
 ]
 
-WINDOWS = ("1m", "5m", "1h")
+WINDOWS = tuple(documents.WINDOWS)  # the windows the rules may look at ("all" is not one)
 SNAPSHOT_PATH = "/api/v1/snapshot"
 _TEXT = 300  # characters of any one value taken from a sidecar's answer
 
@@ -120,12 +121,6 @@ class Evaluation:
 def _clip(value: Any) -> str:
     text = " ".join(str(value).split())
     return text if len(text) <= _TEXT else text[:_TEXT - 1] + "…"
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
 
 
 def _seconds(ms: float) -> str:
