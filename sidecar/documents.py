@@ -6,7 +6,7 @@ read them back from every pod with the functions below, which never trust what a
 (``sidecar/openapi/sidecar.json``) is checked against this model by ``tests/test_documents.py``:
 :func:`schema` derives each document's structure from the classes here.
 
-Words (see the glossary in docs/protocol.md): a *report* is what a reporter pushes; the
+Words (see the glossary in the README's layout section): a *report* is what a reporter pushes; the
 *snapshot document* is ``/api/v1/snapshot``, the per-window figures the sidecar serves.
 """
 
