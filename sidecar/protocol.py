@@ -18,6 +18,7 @@ __all__ = [
     "CODES",
     "CODE_ALIASES",
     "DEFAULT_BUCKETS",
+    "DEFAULT_SOCKET",
     "HEALTH_STATES",
     "MAX_DATAGRAM",
     "REJECT_REASONS",
@@ -45,6 +46,8 @@ MAX_PARTS = 64
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 )
+# Where the sidecar listens and the reporters send, unless ORACLE_METRICS_SOCKET says otherwise.
+DEFAULT_SOCKET = "/var/run/oracle-sidecar/metrics.sock"
 # gRPC status codes by number, spelt as Go's codes.Code.String() writes them: the spelling
 # go-grpc-prometheus exports and the public dashboards and alert rules match. Everything after
 # the decoder (store, JSON API, /metrics, alerter, dashboard, chart) uses these names.

@@ -25,7 +25,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from sidecar import protocol
-from sidecar.reporter.core import DEFAULT_SOCKET, Methods, Reporter, _Tracked
+from sidecar.protocol import DEFAULT_SOCKET  # where it always was for importers
+from sidecar.reporter.core import Methods, Reporter, _Tracked
 
 __all__ = ["DEFAULT_SOCKET", "Reporter", "close", "get", "start", "track_rpc"]
 
