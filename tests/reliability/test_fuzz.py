@@ -10,7 +10,7 @@ from collections import Counter
 from typing import Any
 
 from sidecar.store import Store
-from tests.conftest import SidecarProcess, http_get, parse_metrics
+from tests.conftest import SidecarProcess, http_get, parse_metrics, wait_for
 from tests.reliability.conftest import rss_kib
 from tests.reliability.hostile import Mutator
 
@@ -74,11 +74,8 @@ def test_hundred_thousand_hostile_datagrams_are_all_counted_and_nothing_breaks(
             rss.append(rss_kib(pid))
     elapsed = time.monotonic() - t0
 
-    received, rejected = counters(sidecar)
-    deadline = time.monotonic() + 10
-    while received < sent and time.monotonic() < deadline:
-        time.sleep(0.1)
-        received, rejected = counters(sidecar)
+    received, rejected = wait_for(lambda: (c := counters(sidecar))[0] >= sent and c, 10,
+                                  message=f"the sidecar to count all {sent} datagrams")
     assert received == sent == COUNT
     assert sum(rejected.values()) + expected["accepted"] == received
     assert rejected == Counter({k: v for k, v in expected.items() if k != "accepted"}) + Counter(
