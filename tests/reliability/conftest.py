@@ -75,20 +75,30 @@ class Worker:
     """A ``tests.reliability.worker`` gRPC server process, talked to over its stdout."""
 
     def __init__(self, socket_path: str, log_path: Path, *, interval: float = 0.2,
-                 monitoring: bool = True, threads: int = 8) -> None:
-        argv = [sys.executable, "-m", "tests.reliability.worker", "--socket", socket_path,
+                 monitoring: bool = True, threads: int = 8, python: str | None = None) -> None:
+        # With ``python`` (another venv's interpreter) the worker runs as a script outside the
+        # repository, so that it imports that venv's grpcio and installed reporter, not ours.
+        script = ["-m", "tests.reliability.worker"] if python is None else [
+            str(ROOT / "tests" / "reliability" / "worker.py")]
+        argv = [python or sys.executable, *script, "--socket", socket_path,
                 "--interval", str(interval), "--threads", str(threads)]
         if not monitoring:
             argv.append("--no-monitoring")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if python is not None:
+            env.pop("PYTHONPATH", None)
+            env.pop("VIRTUAL_ENV", None)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=log,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(argv, cwd=ROOT if python is None else log_path.parent,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=log, env=env)
         self.log_path = log_path
         self._buffer = b""
         hello = self._line(20)
         self.port: int = hello["port"]
         self.source: str | None = hello["source"]
+        self.grpc_version: str = hello["grpc"]
+        self.reporter_file: str | None = hello["reporter"]
         self.final: dict[str, Any] | None = None
 
     @property
