@@ -1,10 +1,10 @@
 """The reporter installed alone into an Oracle's environment, the way an Oracle image gets it.
 
-A fresh virtual environment gets the pins of an older Oracle (grpcio 1.62, protobuf 4.25) from
-PyPI, then ``pip install <this repository>``: nothing is added but the project, nothing is
-changed, the commands that need an extra say which in one line, and a grpcio 1.62 server there
-with the interceptor is counted exactly by a sidecar of the full install. pip's cache stays in
-the test's temporary directory.
+A fresh virtual environment gets the pins of an older Oracle (grpcio 1.62 and protobuf 4.25; and
+grpcio 1.50 alone, the oldest the interceptors support) from PyPI, then ``pip install <this
+repository>``: nothing is added but the project, nothing is changed, the commands that need an
+extra say which in one line, and a grpcio server there with the interceptor is counted exactly
+by a sidecar of the full install. pip's cache stays in the test's temporary directory.
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ from tests.conftest import SidecarProcess, wait_for
 from tests.reliability.conftest import Traffic, Worker, exported
 
 ROOT = Path(__file__).resolve().parents[2]
-ORACLE_PINS = ("grpcio==1.62.*", "protobuf==4.25.*")
+# An Oracle pinned to older grpcio and protobuf, and the oldest grpcio the interceptors support.
+ORACLE_PINS = {"grpcio-1.62-protobuf-4.25": ("grpcio==1.62.*", "protobuf==4.25.*"),
+               "grpcio-1.50": ("grpcio==1.50.*",)}
 
 
 @dataclass
 class OracleVenv:
+    pins: tuple[str, ...]
     python: str
     bin: Path
     before: list[str]
@@ -51,15 +54,17 @@ def _clean_env(home: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def oracle_venv(tmp_path_factory: pytest.TempPathFactory) -> OracleVenv:
+@pytest.fixture(scope="module", params=list(ORACLE_PINS), ids=list(ORACLE_PINS))
+def oracle_venv(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> OracleVenv:
     """A venv with the Oracle's pins, then ``pip install`` of a copy of this repository."""
+    pins = ORACLE_PINS[request.param]
     home = tmp_path_factory.mktemp("oracle-venv")
     env = _clean_env(home)
     _run([sys.executable, "-m", "venv", str(home / "venv")], env, home)
     python = str(home / "venv" / "bin" / "python")
     pip = [python, "-m", "pip"]
-    _run([*pip, "install", "-q", *ORACLE_PINS], env, home)
+    _run([*pip, "install", "-q", *pins], env, home)
     before = _run([*pip, "freeze"], env, home).stdout.splitlines()
     # A copy of what a release ships, so that building does not write into the repository.
     source = home / "src"
@@ -70,14 +75,14 @@ def oracle_venv(tmp_path_factory: pytest.TempPathFactory) -> OracleVenv:
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     _run([*pip, "install", "-q", str(source)], env, home)
     after = _run([*pip, "freeze"], env, home).stdout.splitlines()
-    return OracleVenv(python, home / "venv" / "bin", before, after, home)
+    return OracleVenv(pins, python, home / "venv" / "bin", before, after, home)
 
 
 @pytest.mark.slow
 def test_pip_install_adds_only_the_project_and_changes_no_pin(oracle_venv: OracleVenv) -> None:
-    """`pip install .` beside grpcio 1.62 / protobuf 4.25 adds no package and changes neither."""
-    assert any(line.startswith("grpcio==1.62.") for line in oracle_venv.before)
-    assert any(line.startswith("protobuf==4.25.") for line in oracle_venv.before)
+    """`pip install .` beside the Oracle's pinned grpcio (and protobuf) adds only itself."""
+    for pin in oracle_venv.pins:
+        assert any(line.startswith(pin.rstrip("*")) for line in oracle_venv.before), pin
     added = sorted(set(oracle_venv.after) - set(oracle_venv.before))
     removed = sorted(set(oracle_venv.before) - set(oracle_venv.after))
     assert removed == []
@@ -113,12 +118,13 @@ def test_reporter_imports_neither_protobuf_nor_a_third_party_package(
 
 
 @pytest.mark.slow
-def test_grpcio_1_62_server_with_the_interceptor_is_counted_exactly_by_the_full_sidecar(
+def test_old_grpcio_server_with_the_interceptor_is_counted_exactly_by_the_full_sidecar(
         oracle_venv: OracleVenv, sidecar: SidecarProcess, tmp_path: Path) -> None:
-    """A grpcio 1.62 server in that venv, real client calls: the sidecar's totals equal them."""
+    """A grpcio 1.62 / 1.50 server in that venv, real calls: the sidecar's totals equal them."""
     worker = Worker(sidecar.socket, tmp_path / "worker.log", python=oracle_venv.python)
     try:
-        assert worker.grpc_version.startswith("1.62."), worker.grpc_version
+        want = oracle_venv.pins[0].removeprefix("grpcio==").rstrip("*")
+        assert worker.grpc_version.startswith(want), worker.grpc_version
         assert worker.reporter_file is not None
         assert Path(worker.reporter_file).is_relative_to(oracle_venv.home / "venv")
         with Traffic([worker.target], limit=60) as traffic:
