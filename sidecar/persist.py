@@ -4,8 +4,9 @@ Kept beside the socket (``<socket>.state.json``; in the chart that is the pod's 
 which outlives a sidecar container's restart): the retired totals, every known source with its
 last sequence number and counts, the retired sources (so one that comes back is not counted
 twice), the histogram bounds and the last departure. Written atomically (a temporary file
-renamed over the old one) when a source appears or retires, and otherwise at most every
-``SAVE_EVERY`` seconds when something changed; read back once at start. A file that cannot be
+renamed over the old one) when a source appears or retires (at most every ``MIN_GAP`` seconds,
+and never more than ``SAVE_SHARE`` of the time), and otherwise at most every ``SAVE_EVERY``
+seconds when something changed; read back once at start. A file that cannot be
 read, is corrupt, or belongs to something else is ignored with one WARNING and replaced by the
 next save.
 """
@@ -17,6 +18,7 @@ import json
 import logging
 import math
 import os
+import time
 from dataclasses import fields
 from typing import Any
 
@@ -31,6 +33,7 @@ KIND = "oracle-sidecar state"
 FORMAT = 1
 SAVE_EVERY = 10.0  # seconds between saves of changed counts; a source coming or going: at once
 MIN_GAP = 0.1  # seconds between two saves, so that a flood of new sources cannot keep it writing
+SAVE_SHARE = 0.05  # and never more than this share of the time spent saving (large states)
 _TOTALS = tuple(f.name for f in fields(Totals))
 
 
@@ -259,6 +262,7 @@ class StateFile:
         self.saved_version = -1
         self.problem: str | None = None
         self.saves = 0
+        self.last_cost = 0.0  # seconds the last save took
 
     def load(self) -> bool:
         """Restore the store from the file; False (one WARNING) when it cannot be used."""
@@ -286,7 +290,7 @@ class StateFile:
         now = store.clock()
         since = None if self.saved_at is None else now - self.saved_at
         if store.changes != self.saved_changes:
-            return since is None or since >= MIN_GAP
+            return since is None or since >= max(MIN_GAP, self.last_cost / SAVE_SHARE)
         return store.version != self.saved_version and (since is None or since >= SAVE_EVERY)
 
     def maybe_save(self) -> None:
@@ -296,6 +300,7 @@ class StateFile:
     def save(self) -> bool:
         """Write the state now (temporary file, then rename); False with one WARNING if not."""
         store = self.store
+        t0 = time.perf_counter()
         tmp = self.path + ".tmp"  # one sidecar per socket: the bound socket guarantees it
         try:
             body = json.dumps(dump(store, self.socket_path), separators=(",", ":"))
@@ -315,6 +320,7 @@ class StateFile:
         if self.problem:
             log.info("state file written again", extra={"state_file": self.path})
         self.problem = None
+        self.last_cost = time.perf_counter() - t0
         self.saved_at = store.clock()
         self.saved_changes, self.saved_version = store.changes, store.version
         self.saves += 1
