@@ -304,7 +304,9 @@ class StateFile:
         tmp = self.path + ".tmp"  # one sidecar per socket: the bound socket guarantees it
         try:
             body = json.dumps(dump(store, self.socket_path), separators=(",", ":"))
-            with open(tmp, "w", encoding="utf-8") as f:
+            # Never through a symlink someone with access to the directory planted.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
+            with open(fd, "w", encoding="utf-8") as f:
                 f.write(body)
             os.replace(tmp, self.path)
         except (OSError, ValueError) as err:

@@ -351,3 +351,16 @@ def test_saves_when_a_source_comes_or_goes_and_rarely_otherwise(tmp_path: Path) 
     saved = json.loads(Path(state.path).read_text())
     assert saved["sources"] == [] and saved["departed"]["how"] == "exited"
     assert not Path(state.path + ".tmp").exists()
+
+
+def test_save_does_not_follow_a_symlink_planted_at_its_temporary_file(tmp_path: Path) -> None:
+    """A symlink at the temporary file's path: the save fails (one WARNING), the target stays."""
+    s, clocks = make()
+    Proc(clocks, "a", 1).push(s)
+    state = persist.StateFile(str(tmp_path / "metrics.sock"), s)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    Path(state.path + ".tmp").symlink_to(victim)
+    assert not state.save()
+    assert victim.read_text() == "untouched"
+    assert state.problem is not None and state.path in state.problem
