@@ -225,7 +225,9 @@ class Traffic:
                     channel = channels[target] = grpc.insecure_channel(target)
                 method = self.MIX[(i // len(self.targets)) % len(self.MIX)]
                 code = call(channel.unary_unary(f"/{SERVICE}/{method}"))
-                if code != "UNAVAILABLE":  # a worker that is gone answered nothing
+                # A worker that is gone answered nothing (UNAVAILABLE); one that is stopping
+                # refuses new calls before any handler runs (CANCELLED): neither counted them.
+                if code not in ("UNAVAILABLE", "CANCELLED"):
                     with self._lock:
                         self.seen[(target, method, code)] += 1
                 i += 1

@@ -29,8 +29,11 @@ def wait_exact(sc: SidecarProcess, traffic: Traffic, targets: list[str] | None =
     """Wait until the sidecar exports exactly what the clients saw; return those totals."""
     truth = traffic.totals(targets)
     assert sum(truth.values()) > 0
-    wait_for(lambda: exported(sc.metrics()) == truth, timeout,
-             message=f"exported totals to equal the client's {dict(truth)}")
+    try:
+        wait_for(lambda: exported(sc.metrics()) == truth, timeout,
+                 message=f"exported totals to equal the client's {dict(truth)}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; exported: {dict(exported(sc.metrics()))}") from None
     return truth
 
 
