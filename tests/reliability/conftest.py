@@ -180,7 +180,7 @@ class Traffic:
     must equal. Every loop is bounded by ``limit`` seconds even if nobody stops it.
     """
 
-    MIX = ("Ok", "Ok", "Ok", "Ok", "Fail", "Ok", "Ok", "Boom")
+    MIX: tuple[str, ...] = ("Ok", "Ok", "Ok", "Ok", "Fail", "Ok", "Ok", "Boom")
 
     def __init__(self, targets: list[str], threads: int = 2, limit: float = 120.0,
                  pause: float = 0.0) -> None:

@@ -61,7 +61,7 @@ def test_sidecar_killed_and_restarted_five_times_during_traffic_exports_exact_to
         for _ in range(5):
             errors = [w.stats()["send_errors"] for w in procs]
             assert sc.kill() == -signal.SIGKILL
-            wait_for(lambda e=errors: all(w.stats()["send_errors"] > n  # type: ignore[misc]
+            wait_for(lambda e=errors: all(w.stats()["send_errors"] > n
                                           for w, n in zip(procs, e, strict=True)), 10,
                      message="both processes to count a push nobody received")
             t0 = time.monotonic()
