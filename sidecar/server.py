@@ -27,6 +27,7 @@ from sidecar import __version__, options, protocol
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
+from sidecar.persist import StateFile
 from sidecar.reporter.core import DEFAULT_SOCKET
 from sidecar.store import Store
 from sidecar.web import serve_until_signal
@@ -113,12 +114,15 @@ def bind_socket(path: str) -> socket.socket:
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, after: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.after = after
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             self.store.ingest(data)
+            if self.after is not None:
+                self.after()
         except Exception:  # a bug must not stop the receiver; the datagram is counted lost
             self.store.rejected["bad_field"] += 1
             log.exception("failed to apply a datagram")
@@ -130,9 +134,10 @@ class _Datagrams(asyncio.DatagramProtocol):
 class Receiver:
     """Owns the socket and its transport; re-creates the socket file if it vanishes."""
 
-    def __init__(self, path: str, store: Store) -> None:
+    def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
         self.path = path
         self.store = store
+        self.after = after  # called after each datagram (the state file's save check)
         self.transport: asyncio.DatagramTransport | None = None
         self.inode: int | None = None
         self.problem: str | None = None
@@ -141,8 +146,8 @@ class Receiver:
         sock = bind_socket(self.path)
         self.inode = os.stat(self.path).st_ino
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self.store),
-                                                           sock=sock)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self.store, self.after), sock=sock)
         # asyncio reads 256 KiB per datagram by default; one byte over the protocol's limit is
         # enough to tell an oversized datagram, and costs a third of the CPU.
         transport.max_size = protocol.MAX_DATAGRAM + 1  # type: ignore[attr-defined]
@@ -288,8 +293,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
-    receiver = Receiver(settings.socket, store)
+    # What a previous sidecar on this socket knew, read back before the first datagram.
+    state_file = StateFile(settings.socket, store)
+    state_file.load()
+    receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
     await receiver.open()
+    state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
 
@@ -298,6 +307,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
             try:
                 store.tick()
+                state_file.maybe_save()
                 await receiver.check()
                 if settings.grpc_health_target:
                     state["grpc_serving"] = await _grpc_health(settings.grpc_health_target)
@@ -310,6 +320,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await state["ticker"]
     receiver.close()
+    state_file.save()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)
