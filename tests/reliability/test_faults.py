@@ -41,6 +41,13 @@ def sample(sc: SidecarProcess, name: str) -> float:
     return sum(v for (n, _), v in parse_metrics(sc.metrics()).items() if n == name)
 
 
+def counted_more(sc: SidecarProcess, what: str) -> None:
+    """Wait until ``sc`` exports more RPCs than now: traffic flows through it."""
+    served = sum(exported(sc.metrics()).values())
+    wait_for(lambda: sum(exported(sc.metrics()).values()) > served, 15,
+             message=f"traffic counted {what}")
+
+
 def test_sidecar_killed_and_restarted_five_times_during_traffic_exports_exact_totals(
         sidecar_factory: Any, workers: Any, figures: Any) -> None:
     """kill -9 of the sidecar, five times, two gRPC processes busy: totals exact, monotonic.
@@ -90,7 +97,7 @@ def test_socket_directory_removed_and_recreated_during_traffic(
     directory = os.path.dirname(sidecar.socket)
     recoveries = []
     with Traffic([worker.target]) as traffic:
-        time.sleep(0.5)
+        counted_more(sidecar, "before the first removal")
         for attempt in range(4):
             inode = os.stat(sidecar.socket).st_ino
             shutil.rmtree(directory)
@@ -105,7 +112,7 @@ def test_socket_directory_removed_and_recreated_during_traffic(
             recoveries.append(time.monotonic() - t0)
             mode = os.stat(sidecar.socket).st_mode
             assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o660
-            time.sleep(0.5)
+            counted_more(sidecar, "through the re-made socket")
     truth = wait_exact(sidecar, traffic)
     assert "made it again" in sidecar.log()
     assert http_get(sidecar.url + "/ready")[0] == 200
@@ -131,9 +138,8 @@ def test_socket_path_replaced_by_a_regular_file_is_reported_and_recovers_when_re
         assert "not a socket" in body
         health = http_json(sidecar.url + "/health")
         assert "not a socket" in health["checks"]["sidecar_socket"]
-        time.sleep(1.5)  # the reporter's pushes now fail: ECONNREFUSED, counted
-        errors = worker.stats()["send_errors"]
-        assert errors > 0
+        errors = wait_for(lambda: worker.stats()["send_errors"], 10,
+                          message="the reporter to count pushes refused (ECONNREFUSED)")
         with open(sidecar.socket) as f:
             assert f.read() == "not a socket"  # never deleted by the sidecar
         os.unlink(sidecar.socket)  # the operator removes it
@@ -157,7 +163,8 @@ def test_sidecar_started_after_the_grpc_process_gets_every_earlier_count(
     sc: SidecarProcess = sidecar_factory("--stale-after", "2", start=False)
     worker = workers(sc.socket)  # the socket and its directory do not exist yet
     with Traffic([worker.target]) as traffic:
-        time.sleep(1.0)
+        wait_for(lambda: sum(traffic.totals().values()) > 0 and worker.stats()["send_errors"], 10,
+                 message="RPCs counted while no sidecar exists")
         before = sum(traffic.totals().values())
         t0 = time.monotonic()
         sc.start()
@@ -165,7 +172,7 @@ def test_sidecar_started_after_the_grpc_process_gets_every_earlier_count(
         first_push = time.monotonic() - t0
         wait_for(lambda: exported(sc.metrics()), 10, message="the RPC series")
         shown = time.monotonic() - t0
-        time.sleep(0.5)
+        counted_more(sc, "by the late sidecar")
     truth = wait_exact(sc, traffic)
     stats = worker.stats()
     assert stats["send_errors"] > 0  # ENOENT while there was no sidecar, counted, not raised
@@ -181,7 +188,9 @@ def test_several_grpc_processes_and_graceful_restarts_sum_exactly_and_stay_monot
     restarts = 0
     with Monotonic(lambda: sidecar.url, families=("grpc_server_", "oracle_sidecar_")) as mono, \
             Traffic([w.target for w in procs], threads=3) as traffic:
-        time.sleep(1.0)
+        wait_for(lambda: sample(sidecar, "oracle_sidecar_sources") == 3, 10,
+                 message="all three processes to push")
+        counted_more(sidecar, "from the three processes")
         for i in (0, 1):
             old = procs[i]
             new = workers(sidecar.socket)
@@ -190,7 +199,8 @@ def test_several_grpc_processes_and_graceful_restarts_sum_exactly_and_stay_monot
             assert old.final is not None and old.final["final"]
             procs[i] = new
             restarts += 1
-            time.sleep(1.0)
+            counted_more(sidecar, "through the restarted process")
+        wait_for(lambda: mono.scrapes > 10, 10, message="more than ten scrapes across the restarts")
     truth = wait_exact(sidecar, traffic)
     samples = parse_metrics(sidecar.metrics())
     assert samples[("oracle_sidecar_sources", frozenset({("state", "fresh")}))] == 3
@@ -213,17 +223,19 @@ def test_grpc_process_killed_9_loses_at_most_its_last_interval_and_counters_stay
     worker = workers(sc.socket, interval=interval)
     with Monotonic(lambda: sc.url) as mono:
         with Traffic([worker.target]) as traffic:
-            time.sleep(2.5)  # mid-interval
+            t0 = time.monotonic()
+            counted_more(sc, "from the process")  # a push with traffic in it has arrived
             before = sum(traffic.totals().values())
-            worker.kill()
-            time.sleep(0.2)
+            worker.kill()  # somewhere within an interval
+            elapsed = time.monotonic() - t0
         truth = traffic.totals()
-        rate = before / 2.5
+        rate = before / elapsed
         wait_for(lambda: "has not pushed" in http_json(sc.url + "/ready")["reason"], 5,
                  message="the killed process to count as stale")
         wait_for(lambda: sample(sc, "oracle_sidecar_sources") == 0, 10,
                  message="the killed process to be retired")
-        time.sleep(0.5)
+        scrapes = mono.scrapes
+        wait_for(lambda: mono.scrapes > scrapes + 1, 10, message="scrapes after the retirement")
     got = exported(sc.metrics())
     lost = sum(truth.values()) - sum(got.values())
     assert all(got[k] <= n for k, n in truth.items())
@@ -249,9 +261,12 @@ def test_sigterm_during_traffic_unready_first_exit_zero_and_nothing_lost(
         assert http_get(sc.url + "/metrics")[0] == 200  # still scraped while draining
         code = sc.proc.wait(10)
         exited = time.monotonic() - t0
-        time.sleep(0.5)
+        errors = worker.stats()["send_errors"]
+        wait_for(lambda: worker.stats()["send_errors"] > errors, 10,
+                 message="pushes failing while no sidecar runs")
         second = sidecar_factory("--stale-after", "1")
-        time.sleep(0.5)
+        wait_for(lambda: exported(second.metrics()), 15,
+                 message="traffic counted by the next sidecar")
     assert code == 0
     truth = wait_exact(second, traffic)
     figures(rpcs=sum(truth.values()), exact=True, unready_after_s=round(unready, 3),
@@ -265,7 +280,9 @@ def test_grpc_process_sigterm_final_flush_delivers_the_last_counts(
     with Traffic([worker.target]) as traffic:
         wait_for(lambda: sample(sidecar, "oracle_sidecar_sources") == 1, 5,
                  message="the first push")
-        time.sleep(1.5)
+        calls = sum(traffic.totals().values())
+        wait_for(lambda: sum(traffic.totals().values()) > calls + 20, 10,
+                 message="RPCs after the only periodic push")
         traffic.stop()
         truth = traffic.totals()
         at_last_push = exported(sidecar.metrics())
