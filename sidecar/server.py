@@ -28,7 +28,7 @@ from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.persist import StateFile
-from sidecar.reporter.core import DEFAULT_SOCKET
+from sidecar.protocol import DEFAULT_SOCKET
 from sidecar.store import Store
 from sidecar.web import serve_until_signal
 

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from sidecar import documents
 from sidecar.alerter.state import alert_key
-from sidecar.documents import number as _number  # the tolerant reader's
+from sidecar.documents import number
 from sidecar.targets import Fetched, Target
 
 __all__ = [
@@ -216,7 +216,7 @@ def judge(answer: Fetched, th: Thresholds) -> Verdict:
     findings: list[Finding] = []
     status = health["status"]
     ready = health.get("ready")
-    uptime = _number(body.get("uptime_seconds"))
+    uptime = number(body.get("uptime_seconds"))
     if status == "unknown" and uptime is not None and uptime < th.startup_grace:  # never heard
         return verdict("skipped", note=f"sidecar started {uptime:.0f} s ago and the Oracle has "
                                        f"not reported yet")
@@ -256,7 +256,7 @@ def _degraded(target: Target, health: dict[str, Any], status: str, ready: Any) -
         facts.append(("Ready", ("yes" if ready else "no")
                       + (f" ({ready_reason})" if ready_reason and ready_reason != reason
                          else "")))
-    age = _number(health.get("last_push_age_seconds"))
+    age = number(health.get("last_push_age_seconds"))
     if age is not None:
         facts.append(("Last report", f"{age:.1f} s ago"))
     summary = f"health {_clip(status)}" + (", not ready" if ready is False else "") + (
@@ -273,7 +273,7 @@ def _rows(window: dict[str, Any]) -> list[tuple[str, int, int, dict[str, Any]]]:
     for row in rows if isinstance(rows, list) else []:
         if not isinstance(row, dict):
             continue
-        count, errors = _number(row.get("count")), _number(row.get("errors"))
+        count, errors = number(row.get("count")), number(row.get("errors"))
         if count is None or errors is None or count < 0 or errors < 0:
             continue
         name = f"{_clip(row.get('service', '?'))}/{_clip(row.get('method', '?'))}"
@@ -284,7 +284,7 @@ def _rows(window: dict[str, Any]) -> list[tuple[str, int, int, dict[str, Any]]]:
 def _codes(row: dict[str, Any]) -> str:
     raw = row.get("codes")
     codes: dict[Any, Any] = raw if isinstance(raw, dict) else {}
-    bad = sorted(((n, str(c)) for c, n in codes.items() if c != "OK" and _number(n)),
+    bad = sorted(((n, str(c)) for c, n in codes.items() if c != "OK" and number(n)),
                  reverse=True)[:5]
     return ", ".join(f"{_clip(c)} {int(n)}" for n, c in bad)
 
@@ -317,7 +317,7 @@ def _error_rates(target: Target, window: dict[str, Any], th: Thresholds) -> list
             out.append(_error_rate_finding(target, rpc, count, errors, row, th))
     totals = window.get("totals")
     if not out and isinstance(totals, dict):
-        total, failed = _number(totals.get("count")), _number(totals.get("errors"))
+        total, failed = number(totals.get("count")), number(totals.get("errors"))
         if total is not None and failed is not None and total >= max(th.min_requests, 1) \
                 and 100.0 * failed / total > th.error_rate_percent:
             out.append(_error_rate_finding(target, None, int(total),
@@ -328,7 +328,7 @@ def _error_rates(target: Target, window: dict[str, Any], th: Thresholds) -> list
 def _latencies(target: Target, window: dict[str, Any], th: Thresholds) -> list[Finding]:
     out = []
     for rpc, count, _, row in _rows(window):
-        p95 = _number(row.get("p95_ms"))
+        p95 = number(row.get("p95_ms"))
         if p95 is None or count < th.min_requests or p95 <= th.p95_seconds * 1000:
             continue
         method = rpc.rsplit("/", 1)[-1]
@@ -336,8 +336,8 @@ def _latencies(target: Target, window: dict[str, Any], th: Thresholds) -> list[F
                  ("P95", f"{_seconds(p95)} over {th.window} ({count} requests); threshold "
                          f"{th.p95_seconds:g} s")]
         extra = [f"{label} {_seconds(v)}" for label, v in
-                 (("p50", _number(row.get("p50_ms"))), ("p99", _number(row.get("p99_ms"))),
-                  ("max", _number(row.get("max_ms")))) if v is not None]
+                 (("p50", number(row.get("p50_ms"))), ("p99", number(row.get("p99_ms"))),
+                  ("max", number(row.get("max_ms")))) if v is not None]
         if extra:
             facts.append(("Also", ", ".join(extra)))
         out.append(Finding(
