@@ -1,15 +1,19 @@
 """Figures derived from cumulative RPC totals: deltas over a window, rates, percentiles.
 
-Percentiles are estimated from histogram buckets exactly as PromQL's ``histogram_quantile``
-does, so that the JSON API, the dashboard, the alerter and Prometheus agree.
+Percentiles come from the fine histogram (:mod:`sidecar.fine`: within 2 % of the exact
+nearest-rank value from 100 µs to 60 s) whenever every process behind the figures sent one;
+otherwise (an old reporter) from the classic buckets, as PromQL's ``histogram_quantile`` does.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from dataclasses import dataclass, field
 from itertools import accumulate
 from typing import Any
+
+from sidecar import fine as fine_histogram
 
 __all__ = ["Totals", "delta", "histogram_quantile", "summarise"]
 
@@ -27,6 +31,8 @@ class Totals:
     last_error: tuple[str, float] | None = None
     msg_received: int = 0  # stream messages received (1 per unary call)
     msg_sent: int = 0  # stream messages sent (1 per successful unary call)
+    # Sparse fine counts (sidecar.fine); None when some process behind these totals sent none.
+    fine: array | None = None
 
     @property
     def handled(self) -> int:
@@ -52,6 +58,14 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         hist = a.hist
     else:
         hist = tuple(x + sign * y for x, y in zip(a.hist, b.hist, strict=True))
+    if not a.hist and a.fine is None:  # the empty Totals(): b alone
+        fine = None if b.fine is None else fine_histogram.combine(array("q"), b.fine, sign)
+    elif not b.hist and b.fine is None:
+        fine = a.fine
+    elif a.fine is None or b.fine is None:
+        fine = None  # a process without a fine histogram: the classic buckets only
+    else:
+        fine = fine_histogram.combine(a.fine, b.fine, sign)
     last = a.last_error
     if sign > 0 and b.last_error and (last is None or b.last_error[1] > last[1]):
         last = b.last_error
@@ -65,6 +79,7 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         last_error=last,
         msg_received=a.msg_received + sign * b.msg_received,
         msg_sent=a.msg_sent + sign * b.msg_sent,
+        fine=fine,
     )
 
 
@@ -115,20 +130,29 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         return None if math.isnan(value) else round(value * 1000, 3)
 
     largest = None
+    fine_bounds = fine_histogram.bounds(bounds)
+    fine = d.fine if fine_bounds is not None and d.fine and d.hist \
+        and fine_histogram.count(d.fine) == sum(d.hist) else None
     # A sender's codes and buckets may disagree (a row with codes but no bucket counts is
     # valid on the wire): no bucket, no maximum.
     top = max((i for i, n in enumerate(d.hist) if n > 0), default=None)
     if count and top is not None:
         bound = bounds[top] if top < len(bounds) else math.inf
+        if fine is not None and fine_bounds is not None:
+            bound = fine_histogram.top(fine, fine_bounds)
         top_ms = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
         # Only the +Inf bucket with no maximum reported: unknown, and JSON has no Infinity.
         largest = top_ms if top_ms is not None and math.isfinite(top_ms) else None
+
     def quantile(q: float) -> float | None:
-        # PromQL's estimate, capped at the largest duration seen: interpolation inside a bucket
-        # must not report a p50 above the slowest RPC (still within the same bucket as PromQL).
         if not d.hist:
             return None
-        value = ms(histogram_quantile(q, bounds, d.hist))
+        if fine is not None and fine_bounds is not None:
+            value = ms(fine_histogram.quantile(q, fine, fine_bounds, all_time_max))
+        else:
+            # PromQL's estimate from the classic buckets, capped at the largest duration seen:
+            # interpolation must not report a p50 above the slowest RPC.
+            value = ms(histogram_quantile(q, bounds, d.hist))
         return value if value is None or largest is None else min(value, largest)
 
     return {

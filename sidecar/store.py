@@ -35,9 +35,12 @@ RETIRED_IDS = 256  # expired sources remembered, so that one that comes back is 
 MAX_SOURCES = 1024  # live reporting processes; a new one past this is refused until one retires
 
 
-def _totals(row: Row) -> Totals:
-    return Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
-                  dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent)
+def _totals(row: Row, old: Totals | None = None) -> Totals:
+    """The row as Totals; ``old`` itself when nothing changed, so that the history ring's
+    points share the totals of idle methods instead of holding a copy each."""
+    new = Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
+                 dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent, row.fine)
+    return old if old is not None and old == new else new
 
 
 @dataclass
@@ -167,7 +170,7 @@ class Store:
         for row in msg.rows:
             if row.key in refused:
                 continue
-            totals = _totals(row)
+            totals = _totals(row, src.rows.get(row.key))
             if src.preexisting and msg.seq == src.first_seq and row.key not in src.rows:
                 self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + totals
             src.rows[row.key] = totals
@@ -329,6 +332,11 @@ def _check_monotonic(old: Totals, row: Row) -> None:
     for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=False)):
         if b < a:
             fail(f"bucket {i}", a, b)
+    if old.fine is not None and row.fine is not None:
+        now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
+        for i, n in zip(old.fine[0::2], old.fine[1::2], strict=True):
+            if now.get(i, 0) < n:
+                fail(f"fine bucket {i}", n, now.get(i, 0))
     if row.sum < old.sum - 1e-9:
         fail("sum", old.sum, row.sum)
     for name, n in old.exceptions.items():

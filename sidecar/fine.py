@@ -1,0 +1,234 @@
+"""The fine histogram: buckets narrow enough that every percentile is within 2 % of exact.
+
+Schema 1 refines the classic bounds (the message's ``buckets``, which /metrics exports as they
+are) into geometric steps of ratio at most :data:`RATIO`, from :data:`FLOOR` (100 µs) up to the
+last classic bound; below the floor is one bucket, above the last bound is +Inf. Every classic
+bound is itself a fine bound, so each classic count is an exact sum of fine counts, and fine
+counts add across processes and subtract between two moments exactly. docs/protocol.md gives
+the formula for other reporters.
+
+The percentile of a fine histogram is the nearest-rank value's bucket, interpolated by rank
+inside it and capped at the largest duration seen. The nearest-rank value ``x`` and the estimate
+both lie in that bucket ``(lo, hi]`` with ``hi / lo <= RATIO``, so ``|estimate - x| <= (RATIO - 1)
+* x``: within 2 % for any duration from 100 µs to the last classic bound (60 s by default), for
+any distribution and any number of calls. Below 100 µs and above the last bound there is no
+such guarantee (the estimate stays between the bucket's bounds and the largest duration).
+
+A sparse histogram here is an ``array('q')`` of interleaved ``index, count`` pairs in increasing
+index order, counts non-zero: compact in the sidecar's history ring. Standard library only: the
+reporter imports this module inside the gRPC process.
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from bisect import bisect_left
+from collections.abc import Sequence
+from functools import lru_cache
+from itertools import compress, pairwise
+from typing import Any
+
+__all__ = [
+    "FLOOR",
+    "MAX_BUCKETS",
+    "RATIO",
+    "SCHEMA",
+    "Sparse",
+    "bounds",
+    "classic_map",
+    "combine",
+    "count",
+    "fold_classic",
+    "from_json",
+    "from_runs",
+    "quantile",
+    "runs",
+    "sparse",
+    "to_json",
+    "top",
+]
+
+SCHEMA = 1
+RATIO = 1.02  # the largest ratio between a fine bucket's upper and lower bound
+FLOOR = 1e-4  # seconds: the fine range starts at 100 µs
+MAX_BUCKETS = 4096  # more fine buckets than this (odd classic bounds): no fine histogram
+GAP = 3  # zero counts kept inside a run rather than starting a new one (each costs 2 bytes)
+
+Sparse = array  # array('q'): index, count, index, count, ...
+
+
+@lru_cache(maxsize=16)
+def bounds(classic: tuple[float, ...], schema: int = SCHEMA) -> tuple[float, ...] | None:
+    """The finite fine upper bounds of schema 1 for these classic bounds (None: too many).
+
+    Anchors are the classic bounds, with :data:`FLOOR` put first when the first classic bound
+    is above it. Each interval ``(lo, hi]`` between two anchors is cut into
+    ``n = ceil(ln(hi / lo) / ln(RATIO) - 1e-9)`` steps (one when ``lo`` is 0); its bounds are
+    ``lo * (hi / lo) ** (k / n)`` for ``k = 1 .. n - 1``, then ``hi`` itself.
+    """
+    if schema != SCHEMA:
+        return None
+    anchors = list(classic)
+    if not anchors or anchors[0] > FLOOR:
+        anchors.insert(0, FLOOR)
+    out = [anchors[0]]
+    step = math.log(RATIO)
+    for lo, hi in pairwise(anchors):
+        n = 1 if lo <= 0 else max(1, math.ceil(math.log(hi / lo) / step - 1e-9))
+        out.extend(lo * (hi / lo) ** (k / n) for k in range(1, n))
+        out.append(hi)
+        if len(out) >= MAX_BUCKETS:
+            return None
+    return tuple(out)
+
+
+@lru_cache(maxsize=16)
+def classic_map(classic: tuple[float, ...]) -> tuple[int, ...]:
+    """For each fine bucket index (the last is +Inf), the classic bucket it lies in."""
+    fine = bounds(classic)
+    if fine is None:
+        return ()
+    return (*(bisect_left(classic, b) for b in fine), len(classic))
+
+
+def fold_classic(pairs: Sequence[int], classic: tuple[float, ...]) -> list[int]:
+    """The classic per-bucket counts (the last one +Inf) that sparse fine counts add up to."""
+    cmap = classic_map(classic)
+    out = [0] * (len(classic) + 1)
+    for k in range(0, len(pairs), 2):
+        out[cmap[pairs[k]]] += pairs[k + 1]
+    return out
+
+
+# -- the reporter's dense list <-> the wire's runs <-> the sidecar's sparse pairs --------------
+
+def runs(dense: Sequence[int]) -> list[list[int]]:
+    """Runs ``[first index, count, count, ...]`` of a dense count list, for the wire."""
+    out: list[list[int]] = []
+    last = -GAP - 2
+    for i in compress(range(len(dense)), dense):
+        if i - last > GAP + 1:
+            out.append([i, dense[i]])
+        else:
+            run = out[-1]
+            run.extend([0] * (i - last - 1))
+            run.append(dense[i])
+        last = i
+    return out
+
+
+def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
+    """Sparse pairs from wire runs; ValueError saying what is wrong (``where`` names it)."""
+    if not isinstance(value, list):
+        raise ValueError(f"{where} must be an array of runs [first index, count, ...]")
+    out = array("q")
+    nxt = 0
+    for r, run in enumerate(value):
+        if (not isinstance(run, list) or len(run) < 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) for v in run)):
+            raise ValueError(f"{where}[{r}] must be [first index, count, ...] of integers")
+        first = run[0]
+        if first < nxt or first + len(run) - 1 > n_buckets:
+            raise ValueError(f"{where}[{r}] starts at bucket {first}: runs must be in "
+                             f"increasing order, not overlap, and stay below {n_buckets}")
+        for j, n in enumerate(run[1:]):
+            if n < 0:
+                raise ValueError(f"{where}[{r}] has count {n}; counters are never negative")
+            if n:
+                out.append(first + j)
+                out.append(n)
+        nxt = first + len(run) - 1
+    return out
+
+
+def sparse(dense: Sequence[int]) -> Sparse:
+    """Sparse pairs of a dense count list."""
+    out = array("q")
+    for i in compress(range(len(dense)), dense):
+        out.append(i)
+        out.append(dense[i])
+    return out
+
+
+def to_json(pairs: Sequence[int] | None) -> dict[str, Any] | None:
+    """The JSON form (as on the wire) of sparse pairs; None stays None."""
+    if pairs is None:
+        return None
+    out: list[list[int]] = []
+    last = -GAP - 2
+    for k in range(0, len(pairs), 2):
+        i, n = pairs[k], pairs[k + 1]
+        if i - last > GAP + 1:
+            out.append([i, n])
+        else:
+            out[-1].extend([0] * (i - last - 1))
+            out[-1].append(n)
+        last = i
+    return {"schema": SCHEMA, "runs": out}
+
+
+def from_json(value: Any, n_buckets: int) -> Sparse | None:
+    """Sparse pairs of a JSON fine histogram read from elsewhere; None when not usable."""
+    if not isinstance(value, dict) or value.get("schema") != SCHEMA:
+        return None
+    try:
+        return from_runs(value.get("runs"), n_buckets, "runs")
+    except ValueError:
+        return None
+
+
+# -- arithmetic and figures -------------------------------------------------------------------
+
+def combine(a: Sequence[int], b: Sequence[int], sign: int = 1) -> Sparse:
+    """``a + sign * b`` of two sparse histograms (exact; zero counts dropped)."""
+    if not b:
+        return array("q", a)
+    if not a and sign > 0:
+        return array("q", b)
+    merged = dict(zip(a[0::2], a[1::2], strict=True))
+    for i, n in zip(b[0::2], b[1::2], strict=True):
+        merged[i] = merged.get(i, 0) + sign * n
+    out = array("q")
+    for i in sorted(merged):
+        n = merged[i]
+        if n:
+            out.append(i)
+            out.append(n)
+    return out
+
+
+def count(pairs: Sequence[int]) -> int:
+    """The number of values in a sparse histogram."""
+    return sum(pairs[1::2])
+
+
+def top(pairs: Sequence[int], fine: tuple[float, ...]) -> float:
+    """The upper bound of the highest bucket with a value (inf for +Inf; 0 when empty)."""
+    if not pairs:
+        return 0.0
+    i = pairs[-2]
+    return fine[i] if i < len(fine) else math.inf
+
+
+def quantile(q: float, pairs: Sequence[int], fine: tuple[float, ...],
+             largest: float = 0.0) -> float:
+    """The nearest-rank ``q`` quantile, interpolated in its fine bucket; NaN when empty.
+
+    ``largest`` (seconds, 0 when unknown) caps the estimate and closes the +Inf bucket.
+    """
+    total = count(pairs)
+    if total <= 0:
+        return math.nan
+    # Nearest rank: the smallest k with k >= q * total, in integers (q to six decimals).
+    rank = max(1, -(-round(q * 1_000_000) * total // 1_000_000))
+    seen = 0
+    for k in range(0, len(pairs), 2):
+        i, n = pairs[k], pairs[k + 1]
+        if seen + n >= rank:
+            lo = fine[i - 1] if i > 0 else 0.0
+            hi = fine[i] if i < len(fine) else max(largest, lo)  # +Inf: up to the largest
+            estimate = lo + (hi - lo) * (rank - seen - 0.5) / n
+            return min(estimate, largest) if largest > 0 else estimate
+        seen += n
+    return math.nan  # not reached: rank <= total
