@@ -18,7 +18,7 @@ import pytest
 
 from sidecar.reporter.core import Reporter
 from tests.conftest import http_get, wait_for
-from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state
+from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state, kubeconfig
 from tests.fakes.kube_api import pod
 
 DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
@@ -35,17 +35,6 @@ def _count(page: Any, method: str) -> int:
     row = page.locator("details.rpc-block").first.locator("tbody tr").filter(
         has=page.locator(".method", has_text=method))
     return int(row.locator("td").nth(1).inner_text().replace(",", ""))
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    """A kubeconfig for the fake API server, as `kubectl config view` would write it."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
-                                                  "namespace": "oracle"}}]}))
-    return path
 
 
 @pytest.mark.timeout(240)
@@ -87,7 +76,7 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
          "--selector", "app.kubernetes.io/component=oracle",
          "--alert-state-configmap", "oracle-alerter-state"],
         tmp_path / "dashboard.log",
-        env={"KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
+        env={"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
     try:
         if update_docs:
             time.sleep(float(os.environ.get("DASHBOARD_SCREENSHOT_SECONDS", "90")))
