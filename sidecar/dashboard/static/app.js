@@ -190,6 +190,7 @@
       state.lastOk = Date.now();
       state.failing = null;
       renderStatus();
+      renderBanners(); // with the status they come from, not after the charts' fetch
       const key = `pod=${encodeURIComponent($("chart-pod").value)}` +
                   `&rpc=${encodeURIComponent($("chart-rpc").value)}`;
       if (key !== state.historyKey || Date.now() - state.historyAt >= HISTORY_EVERY_MS) {
