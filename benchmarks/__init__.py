@@ -16,6 +16,8 @@ given ``--output``; ``--only NAME`` picks some.
 5. ``dashboard`` (:mod:`benchmarks.dashboard`): the dashboard's /api/status and one alerter run
    against 20 targets.
 6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
+7. ``fine`` (:mod:`benchmarks.fine`): what the fine histogram costs against the classic
+   buckets alone: the record path, the Oracle's push, the sidecar's memory for 1 000 methods.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -33,4 +35,5 @@ BENCHMARKS = {
     "sidecar": "benchmarks.sidecar_server",
     "dashboard": "benchmarks.dashboard",
     "freshness": "benchmarks.freshness",
+    "fine": "benchmarks.fine",
 }

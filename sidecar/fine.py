@@ -14,8 +14,9 @@ both lie in that bucket ``(lo, hi]`` with ``hi / lo <= RATIO``, so ``|estimate -
 any distribution and any number of calls. Below 100 µs and above the last bound there is no
 such guarantee (the estimate stays between the bucket's bounds and the largest duration).
 
-A sparse histogram here is an ``array('q')`` of interleaved ``index, count`` pairs in increasing
-index order, counts non-zero: compact in the sidecar's history ring. Standard library only: the
+A sparse histogram here is an ``array`` of interleaved ``index, count`` pairs in increasing
+index order, counts non-zero, in 4-byte items while the counts fit (8-byte beyond): compact in
+the sidecar's history ring. Standard library only: the
 reporter imports this module inside the gRPC process.
 """
 
@@ -24,9 +25,9 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from itertools import compress, pairwise
+from itertools import chain, compress, pairwise
 from typing import Any
 
 __all__ = [
@@ -42,11 +43,13 @@ __all__ = [
     "fold_classic",
     "from_json",
     "from_runs",
+    "pack",
     "quantile",
     "runs",
     "sparse",
     "to_json",
     "top",
+    "total",
 ]
 
 SCHEMA = 1
@@ -55,7 +58,7 @@ FLOOR = 1e-4  # seconds: the fine range starts at 100 µs
 MAX_BUCKETS = 4096  # more fine buckets than this (odd classic bounds): no fine histogram
 GAP = 3  # zero counts kept inside a run rather than starting a new one (each costs 2 bytes)
 
-Sparse = array  # array('q'): index, count, index, count, ...
+Sparse = array  # array('I') or array('q'): index, count, index, count, ...
 
 
 @lru_cache(maxsize=16)
@@ -105,24 +108,40 @@ def fold_classic(pairs: Sequence[int], classic: tuple[float, ...]) -> list[int]:
 
 def runs(dense: Sequence[int]) -> list[list[int]]:
     """Runs ``[first index, count, count, ...]`` of a dense count list, for the wire."""
+    return _runs(compress(range(len(dense)), dense), dense)
+
+
+def _runs(indexes: Iterable[int], counts: Any) -> list[list[int]]:
+    """Runs of the non-zero ``counts[i]`` for increasing ``indexes``."""
     out: list[list[int]] = []
     last = -GAP - 2
-    for i in compress(range(len(dense)), dense):
+    run: list[int] = []
+    for i in indexes:
         if i - last > GAP + 1:
-            out.append([i, dense[i]])
+            run = [i, counts[i]]
+            out.append(run)
         else:
-            run = out[-1]
-            run.extend([0] * (i - last - 1))
-            run.append(dense[i])
+            if i - last > 1:
+                run.extend([0] * (i - last - 1))
+            run.append(counts[i])
         last = i
     return out
+
+
+def pack(values: Iterable[int]) -> Sparse:
+    """Interleaved pairs in the smallest array that holds them (4-byte items when they fit)."""
+    values = values if isinstance(values, list) else list(values)
+    try:
+        return array("I", values)
+    except OverflowError:  # a count of 2**32 or more (or a negative difference)
+        return array("q", values)
 
 
 def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
     """Sparse pairs from wire runs; ValueError saying what is wrong (``where`` names it)."""
     if not isinstance(value, list):
         raise ValueError(f"{where} must be an array of runs [first index, count, ...]")
-    out = array("q")
+    out: list[int] = []
     nxt = 0
     for r, run in enumerate(value):
         if (not isinstance(run, list) or len(run) < 2
@@ -132,40 +151,29 @@ def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
         if first < nxt or first + len(run) - 1 > n_buckets:
             raise ValueError(f"{where}[{r}] starts at bucket {first}: runs must be in "
                              f"increasing order, not overlap, and stay below {n_buckets}")
-        for j, n in enumerate(run[1:]):
-            if n < 0:
-                raise ValueError(f"{where}[{r}] has count {n}; counters are never negative")
+        for j, n in enumerate(run[1:], first):
             if n:
-                out.append(first + j)
+                if n < 0:
+                    raise ValueError(f"{where}[{r}] has count {n}; counters are never "
+                                     f"negative")
+                out.append(j)
                 out.append(n)
         nxt = first + len(run) - 1
-    return out
+    return pack(out)
 
 
 def sparse(dense: Sequence[int]) -> Sparse:
     """Sparse pairs of a dense count list."""
-    out = array("q")
-    for i in compress(range(len(dense)), dense):
-        out.append(i)
-        out.append(dense[i])
-    return out
+    return pack(chain.from_iterable((i, dense[i]) for i in compress(range(len(dense)), dense)))
 
 
 def to_json(pairs: Sequence[int] | None) -> dict[str, Any] | None:
     """The JSON form (as on the wire) of sparse pairs; None stays None."""
     if pairs is None:
         return None
-    out: list[list[int]] = []
-    last = -GAP - 2
-    for k in range(0, len(pairs), 2):
-        i, n = pairs[k], pairs[k + 1]
-        if i - last > GAP + 1:
-            out.append([i, n])
-        else:
-            out[-1].extend([0] * (i - last - 1))
-            out[-1].append(n)
-        last = i
-    return {"schema": SCHEMA, "runs": out}
+    flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
+    return {"schema": SCHEMA, "runs": _runs(flat[0::2], dict(zip(flat[0::2], flat[1::2],
+                                                                 strict=True)))}
 
 
 def from_json(value: Any, n_buckets: int) -> Sparse | None:
@@ -183,19 +191,29 @@ def from_json(value: Any, n_buckets: int) -> Sparse | None:
 def combine(a: Sequence[int], b: Sequence[int], sign: int = 1) -> Sparse:
     """``a + sign * b`` of two sparse histograms (exact; zero counts dropped)."""
     if not b:
-        return array("q", a)
+        return pack(a)
     if not a and sign > 0:
-        return array("q", b)
-    merged = dict(zip(a[0::2], a[1::2], strict=True))
-    for i, n in zip(b[0::2], b[1::2], strict=True):
-        merged[i] = merged.get(i, 0) + sign * n
-    out = array("q")
-    for i in sorted(merged):
-        n = merged[i]
-        if n:
-            out.append(i)
-            out.append(n)
-    return out
+        return pack(b)
+    return total([a, b] if sign > 0 else [a], [] if sign > 0 else [b])
+
+
+def total(plus: Iterable[Sequence[int]], minus: Iterable[Sequence[int]] = ()) -> Sparse:
+    """The sum of sparse histograms ``plus`` less those of ``minus``, exactly."""
+    merged: dict[int, int] = {}
+    get = merged.get
+    for pairs in plus:
+        flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
+        if not merged:
+            merged = dict(zip(flat[0::2], flat[1::2], strict=True))
+            get = merged.get
+            continue
+        for i, n in zip(flat[0::2], flat[1::2], strict=True):
+            merged[i] = get(i, 0) + n
+    for pairs in minus:
+        flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
+        for i, n in zip(flat[0::2], flat[1::2], strict=True):
+            merged[i] = get(i, 0) - n
+    return pack(chain.from_iterable(sorted(kv for kv in merged.items() if kv[1])))
 
 
 def count(pairs: Sequence[int]) -> int:

@@ -97,6 +97,7 @@ class Store:
         self._sources_full_logged = False
         self.version = 0  # bumped on every change; caches key on it
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
+        self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
         self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
         self.ring.append((self.started, self.started_wall, {}))
 
@@ -256,8 +257,12 @@ class Store:
         totals = self.totals()
         if not self.prehistory:
             return totals
-        return {k: (t - self.prehistory[k]) if k in self.prehistory else t
-                for k, t in totals.items()}
+        if self._observed_cache is not None and self._observed_cache[0] == self.version:
+            return self._observed_cache[1]
+        out = {k: (t - self.prehistory[k]) if k in self.prehistory else t
+               for k, t in totals.items()}
+        self._observed_cache = (self.version, out)
+        return out
 
     def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:
         """(covered seconds, totals at the window's start, totals now) for the last ``seconds``."""

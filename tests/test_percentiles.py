@@ -166,11 +166,21 @@ def test_windows_subtract_exactly_and_hold_only_their_own_calls() -> None:
     assert_within_2_percent(recent, fast, "1m")
     (everything,) = snap["windows"]["all"]["rpcs"]
     assert_within_2_percent(everything, slow + fast, "all")
-    points = Exposition(store).history()["points"]
+    expo = Exposition(store)
+    points = expo.history()["points"]
     assert sum(p["count"] for p in points) == len(slow) + len(fast)
     last = points[-1]
     exact = nearest_rank(fast, 0.95) * 1000
     assert last["count"] == len(fast) and abs(last["p95_ms"] - exact) <= 0.02 * exact
+    # The history keeps finished intervals between reads; they match a fresh computation.
+    for _ in range(3):
+        clock.now += 5
+        store.tick()
+        for _ in range(100):
+            rep.observe(series, rng.uniform(0.01, 0.02))
+        push()
+        assert expo.history() == Exposition(store).history()
+        assert expo.history(f"{SERVICE}/Get") == Exposition(store).history(f"{SERVICE}/Get")
 
 
 def test_fleet_p95_of_two_pods_is_within_2_percent_of_all_their_calls(
