@@ -45,6 +45,7 @@ __all__ = [
     "from_runs",
     "pack",
     "quantile",
+    "quantiles",
     "runs",
     "sparse",
     "to_json",
@@ -194,6 +195,8 @@ def combine(a: Sequence[int], b: Sequence[int], sign: int = 1) -> Sparse:
         return pack(a)
     if not a and sign > 0:
         return pack(b)
+    if a is b and sign < 0:  # an idle method: the same counts at both ends of a window
+        return array("I")
     return total([a, b] if sign > 0 else [a], [] if sign > 0 else [b])
 
 
@@ -235,18 +238,27 @@ def quantile(q: float, pairs: Sequence[int], fine: tuple[float, ...],
 
     ``largest`` (seconds, 0 when unknown) caps the estimate and closes the +Inf bucket.
     """
-    total = count(pairs)
+    return quantiles((q,), pairs, fine, largest)[0]
+
+
+def quantiles(qs: Sequence[float], pairs: Sequence[int], fine: tuple[float, ...],
+              largest: float = 0.0) -> list[float]:
+    """:func:`quantile` of each of ``qs`` (in increasing order), in one pass over the counts."""
+    flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
+    total = sum(flat[1::2])
     if total <= 0:
-        return math.nan
+        return [math.nan] * len(qs)
     # Nearest rank: the smallest k with k >= q * total, in integers (q to six decimals).
-    rank = max(1, -(-round(q * 1_000_000) * total // 1_000_000))
+    ranks = [max(1, -(-round(q * 1_000_000) * total // 1_000_000)) for q in qs]
+    out: list[float] = []
     seen = 0
-    for k in range(0, len(pairs), 2):
-        i, n = pairs[k], pairs[k + 1]
-        if seen + n >= rank:
+    for i, n in zip(flat[0::2], flat[1::2], strict=True):
+        while len(out) < len(ranks) and seen + n >= ranks[len(out)]:
             lo = fine[i - 1] if i > 0 else 0.0
             hi = fine[i] if i < len(fine) else max(largest, lo)  # +Inf: up to the largest
-            estimate = lo + (hi - lo) * (rank - seen - 0.5) / n
-            return min(estimate, largest) if largest > 0 else estimate
+            estimate = lo + (hi - lo) * (ranks[len(out)] - seen - 0.5) / n
+            out.append(min(estimate, largest) if largest > 0 else estimate)
+        if len(out) == len(ranks):
+            break
         seen += n
-    return math.nan  # not reached: rank <= total
+    return out

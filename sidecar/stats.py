@@ -156,15 +156,16 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         # Only the +Inf bucket with no maximum reported: unknown, and JSON has no Infinity.
         largest = top_ms if top_ms is not None and math.isfinite(top_ms) else None
 
+    from_fine = dict(zip((0.50, 0.95, 0.99), fine_histogram.quantiles(
+        (0.50, 0.95, 0.99), fine, fine_bounds, all_time_max), strict=True)) \
+        if fine is not None and fine_bounds is not None else {}
+
     def quantile(q: float) -> float | None:
         if not d.hist:
             return None
-        if fine is not None and fine_bounds is not None:
-            value = ms(fine_histogram.quantile(q, fine, fine_bounds, all_time_max))
-        else:
-            # PromQL's estimate from the classic buckets, capped at the largest duration seen:
-            # interpolation must not report a p50 above the slowest RPC.
-            value = ms(histogram_quantile(q, bounds, d.hist))
+        # Without fine counts, PromQL's estimate from the classic buckets, capped at the largest
+        # duration seen: interpolation must not report a p50 above the slowest RPC.
+        value = ms(from_fine[q] if from_fine else histogram_quantile(q, bounds, d.hist))
         return value if value is None or largest is None else min(value, largest)
 
     return {
