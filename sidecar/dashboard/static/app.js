@@ -287,7 +287,7 @@
       tile("Requests", fmtRate(total.rate_per_second), "",
            `${fmtCount(total.count)} in ${WINDOW_NAMES[state.window]}`),
       tile("Errors", fmtPct(total.error_rate_percent), errClass(total.error_rate_percent),
-           `${fmtCount(total.errors)} failed`),
+           `${fmtCount(total.errors)} failed in ${WINDOW_NAMES[state.window]}`),
       tile("p95 latency", fmtMs(total.p95_ms), latClass(total.p95_ms),
            `${WINDOW_NAMES[state.window]} · ${status.summed.percentiles === "merged"
              ? "all pods merged" : "highest pod"}`),
