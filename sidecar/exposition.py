@@ -26,7 +26,7 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from sidecar import __version__, fine, protocol
-from sidecar.stats import Totals, add_all, delta, summarise
+from sidecar.stats import Totals, add_all, complete_fine, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition"]
@@ -234,14 +234,14 @@ class Exposition:
             deltas.append(d)
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
             rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row,
-                         "fine": fine.to_json(d.fine)})
+                         "fine": fine.to_json(complete_fine(d))})
         summed = add_all(deltas)
         largest = max((t.max for t in totals.values()), default=0.0)
         return {
             "seconds": seconds,
             "covered_seconds": round(covered, 3),
             "totals": {**summarise(summed, bounds, covered, largest),
-                       "fine": fine.to_json(summed.fine)},
+                       "fine": fine.to_json(complete_fine(summed))},
             "rpcs": rpcs,
         }
 
@@ -284,7 +284,7 @@ class Exposition:
                     "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
                     "errors": s["errors"], "rate_per_second": s["rate_per_second"],
                     "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
-                    "max_ms": s["max_ms"], "fine": fine.to_json(d.fine),
+                    "max_ms": s["max_ms"], "fine": fine.to_json(complete_fine(d)),
                 }
                 if i < kept:
                     cache[key] = point

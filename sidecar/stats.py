@@ -16,7 +16,7 @@ from typing import Any
 
 from sidecar import fine as fine_histogram
 
-__all__ = ["Totals", "add_all", "delta", "histogram_quantile", "summarise"]
+__all__ = ["Totals", "add_all", "complete_fine", "delta", "histogram_quantile", "summarise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +32,8 @@ class Totals:
     last_error: tuple[str, float] | None = None
     msg_received: int = 0  # stream messages received (1 per unary call)
     msg_sent: int = 0  # stream messages sent (1 per successful unary call)
-    # Sparse fine counts (sidecar.fine); None when some process behind these totals sent none.
+    # Sparse fine counts (sidecar.fine) of the calls whose process sent them; None when no
+    # process behind these totals did. See complete_fine() for when they describe every call.
     fine: array | None = None
 
     @property
@@ -59,14 +60,14 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         hist = a.hist
     else:
         hist = tuple(x + sign * y for x, y in zip(a.hist, b.hist, strict=True))
-    if not a.hist and a.fine is None:  # the empty Totals(): b alone
-        fine = None if b.fine is None else fine_histogram.combine(array("q"), b.fine, sign)
-    elif not b.hist and b.fine is None:
-        fine = a.fine
-    elif a.fine is None or b.fine is None:
-        fine = None  # a process without a fine histogram: the classic buckets only
+    # A side without fine counts (an older reporter) adds none: the sum's fine counts then
+    # cover fewer calls than its classic ones, and complete_fine() says so. A window in which
+    # only processes with fine counts had calls is still complete.
+    if a.fine is None and b.fine is None:
+        fine = None
     else:
-        fine = fine_histogram.combine(a.fine, b.fine, sign)
+        fine = fine_histogram.combine(a.fine if a.fine is not None else array("I"),
+                                      b.fine if b.fine is not None else array("I"), sign)
     last = a.last_error
     if sign > 0 and b.last_error and (last is None or b.last_error[1] > last[1]):
         last = b.last_error
@@ -90,9 +91,20 @@ def add_all(items: Iterable[Totals]) -> Totals:
     out = Totals()
     for t in items:
         out = out + replace(t, fine=None)
-    if items and all(t.fine is not None for t in items):
+    if any(t.fine is not None for t in items):
         out = replace(out, fine=fine_histogram.total(t.fine for t in items if t.fine is not None))
     return out
+
+
+def complete_fine(d: Totals) -> array | None:
+    """``d``'s fine counts when they account for every call its classic counts hold, else None.
+
+    Not complete when a process behind ``d`` sent no fine counts and had calls in it.
+    """
+    if d.fine is None or not d.hist or fine_histogram.count(d.fine) != sum(d.hist) \
+            or any(n < 0 for n in d.fine[1::2]):
+        return None
+    return d.fine
 
 
 def delta(now: Totals, before: Totals | None) -> Totals:
@@ -143,8 +155,8 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
 
     largest = None
     fine_bounds = fine_histogram.bounds(bounds)
-    fine = d.fine if fine_bounds is not None and d.fine and d.hist \
-        and fine_histogram.count(d.fine) == sum(d.hist) else None
+    fine = complete_fine(d) if fine_bounds is not None else None
+    fine = fine if fine else None  # no calls: nothing to estimate from
     # A sender's codes and buckets may disagree (a row with codes but no bucket counts is
     # valid on the wire): no bucket, no maximum.
     top = max((i for i, n in enumerate(d.hist) if n > 0), default=None)

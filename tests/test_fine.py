@@ -12,7 +12,7 @@ import pytest
 
 from sidecar import fine, protocol
 from sidecar.reporter.core import Reporter
-from sidecar.stats import Totals
+from sidecar.stats import Totals, add_all, complete_fine
 from sidecar.store import Store
 
 CLASSIC = protocol.DEFAULT_BUCKETS
@@ -156,13 +156,23 @@ def test_old_reporters_and_unknown_schemas_still_count_with_classic_percentiles(
     assert all(t.fine is None and t.handled == 3 for t in totals.values())
 
 
-def test_totals_without_fine_counts_make_the_sum_fall_back_to_classic() -> None:
-    """Summing a process with fine counts and one without keeps no fine counts (no mixing)."""
-    with_fine = Totals(hist=(1,) + (0,) * 14, codes={"OK": 1}, fine=fine.sparse([0, 1]))
-    without = Totals(hist=(1,) + (0,) * 14, codes={"OK": 1})
-    assert (with_fine + without).fine is None
-    assert list((Totals() + with_fine).fine or []) == [1, 1]
-    assert list(((with_fine + with_fine) - with_fine).fine or []) == [1, 1]
+def test_a_sum_with_calls_of_an_older_reporter_falls_back_to_classic_but_its_windows_need_not(
+        ) -> None:
+    """Mixed processes: fine counts are used only where they account for every call.
+
+    An older reporter's totals (no fine counts) plus a newer one's: not complete, so the
+    classic buckets answer. A window in which only the newer one had calls: complete again.
+    """
+    old = Totals(hist=(2,) + (0,) * 14, codes={"OK": 2})
+    new_before = Totals(hist=(1,) + (0,) * 14, codes={"OK": 1}, fine=fine.sparse([0, 1]))
+    new_now = Totals(hist=(4,) + (0,) * 14, codes={"OK": 4}, fine=fine.sparse([0, 1, 0, 3]))
+    assert complete_fine(old + new_now) is None
+    window = (old + new_now) - (old + new_before)
+    assert list(complete_fine(window) or []) == [3, 3]
+    assert list(complete_fine(add_all([old, new_now]) - add_all([old, new_before])) or []) \
+        == [3, 3]
+    assert list(((new_now + new_now) - new_now).fine or []) == [1, 1, 3, 3]
+    assert (Totals() + old).fine is None
 
 
 def test_reporter_push_carries_fine_runs_and_exact_classic_counts() -> None:
