@@ -233,3 +233,48 @@ def test_fleet_p95_of_two_pods_is_within_2_percent_of_all_their_calls(
         dash.stop()
         for rep in reporters:
             rep.close()
+
+
+def test_chart_p95_of_two_pods_is_that_of_their_calls_together_in_each_interval() -> None:
+    """The dashboard's chart series: per slot, the p95 of both pods' calls of that interval.
+
+    Two Stores (two pods' sidecars, in process, one clock) each fed by a real Reporter through
+    the wire format; their /api/v1/history documents merged as the dashboard merges them.
+    """
+    from sidecar.dashboard.aggregate import history_points, merge_history
+
+    clock = Clock()
+    stores = [Store(stale_after=3600, expire_after=7200, clock=clock, wall=clock.wall)
+              for _ in range(2)]
+    reporters = [RecordingReporter(SERVICE, socket_path="/nonexistent/socket") for _ in stores]
+    rng = random.Random(12)
+    draws = [lambda: rng.uniform(0.02, 0.05), lambda: rng.lognormvariate(math.log(0.3), 0.5)]
+    seq = iter(range(1, 1000))
+    intervals: list[list[float]] = []
+    for step in range(6):
+        clock.now += 5
+        for store in stores:
+            store.tick()
+        calls: list[float] = []
+        number = next(seq)
+        for rep, store, draw in zip(reporters, stores, draws, strict=True):
+            series = rep.series(f"/{SERVICE}/Get")
+            assert series is not None
+            before = len(rep.seen["Get"])
+            for _ in range(300 + 50 * step):
+                rep.observe(series, draw())
+            calls += rep.seen["Get"][before:]
+            for datagram in protocol.encode(
+                    source={"id": rep.source_id, "pid": 1, "started": clock.wall()},
+                    seq=number, time=clock.wall(), buckets=rep.buckets, rows=rep.rows(),
+                    health="healthy", checks={}, reporter={}):
+                assert store.ingest(datagram) is None
+        intervals.append(calls)
+    clock.now += 5
+    for store in stores:
+        store.tick()
+    series = merge_history(history_points(Exposition(s).history()) for s in stores)
+    assert [p["count"] for p in series][-6:] == [len(c) for c in intervals]
+    for point, calls in zip(series[-6:], intervals, strict=True):
+        exact = nearest_rank(calls, 0.95) * 1000
+        assert abs(point["p95_ms"] - exact) <= 0.02 * exact, (point, exact)
