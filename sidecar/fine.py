@@ -57,6 +57,7 @@ SCHEMA = 1
 RATIO = 1.02  # the largest ratio between a fine bucket's upper and lower bound
 FLOOR = 1e-4  # seconds: the fine range starts at 100 µs
 MAX_BUCKETS = 4096  # more fine buckets than this (odd classic bounds): no fine histogram
+MAX_COUNT = 2**63  # counts are kept in 64-bit integers
 GAP = 3  # zero counts kept inside a run rather than starting a new one (each costs 2 bytes)
 
 Sparse = array  # array('I') or array('q'): index, count, index, count, ...
@@ -135,7 +136,11 @@ def pack(values: Iterable[int]) -> Sparse:
     try:
         return array("I", values)
     except OverflowError:  # a count of 2**32 or more (or a negative difference)
+        pass
+    try:
         return array("q", values)
+    except OverflowError:  # sums past 2**63 calls: not on this planet, but never a crash
+        return values  # type: ignore[return-value]
 
 
 def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
@@ -154,9 +159,9 @@ def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
                              f"increasing order, not overlap, and stay below {n_buckets}")
         for j, n in enumerate(run[1:], first):
             if n:
-                if n < 0:
-                    raise ValueError(f"{where}[{r}] has count {n}; counters are never "
-                                     f"negative")
+                if not 0 < n < MAX_COUNT:
+                    raise ValueError(f"{where}[{r}] has count {n}; a count is 0 to "
+                                     f"{MAX_COUNT - 1}")
                 out.append(j)
                 out.append(n)
         nxt = first + len(run) - 1

@@ -7,8 +7,11 @@ import math
 import random
 from bisect import bisect_left
 from itertools import pairwise
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecar import fine, protocol
 from sidecar.reporter.core import Reporter
@@ -137,7 +140,8 @@ def test_decoder_checks_fine_counts_against_the_classic_ones() -> None:
             ({"schema": 1, "runs": [[i + 40, 3]]}, "add up to"),
             ({"schema": 1, "runs": [[i, 2], [i, 1]]}, "increasing order"),
             ({"schema": 1, "runs": [[700, 3]]}, "stay below 686"),
-            ({"schema": 1, "runs": [[i, -3]]}, "never negative"),
+            ({"schema": 1, "runs": [[i, -3]]}, "a count is 0 to"),
+            ({"schema": 1, "runs": [[i, 2**63]]}, "a count is 0 to"),
             ({"schema": 1, "runs": [[i]]}, "first index, count"),
             ({"schema": True, "runs": []}, '"schema": 1'),
             ({"runs": []}, '"schema": 1')):
@@ -194,3 +198,32 @@ def test_reporter_push_carries_fine_runs_and_exact_classic_counts() -> None:
     # The whole message is what the sidecar accepts.
     decoded = protocol.decode(_message(json.loads(json.dumps([row]))))
     assert decoded.rows[0].hist == tuple(classic)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.lists(st.lists(st.one_of(st.integers(-3, 700), st.integers(2**62, 2**65)), max_size=6),
+             max_size=5),
+    st.lists(st.one_of(st.integers(), st.text(max_size=3), st.none(), st.floats()), max_size=4),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.text(max_size=5), st.none()))
+def test_any_fine_field_is_accepted_consistently_or_rejected_as_bad_field(runs: Any) -> None:
+    """Whatever the runs hold: decoded counts that fold exactly into hist, or bad_field."""
+    hist = [0] * 15
+    try:
+        pairs = fine.from_runs(runs, 686, "runs")
+        hist = fine.fold_classic(pairs, CLASSIC)
+    except ValueError:
+        pass
+    row = _row(fine={"schema": 1, "runs": runs})
+    row["hist"] = hist
+    row["started"] = row["codes"]["OK"] = sum(hist)  # type: ignore[index]
+    try:
+        decoded = protocol.decode(_message([row]))
+    except protocol.ProtocolError as err:
+        assert err.reason == "bad_field", err
+        return
+    (got,) = decoded.rows
+    assert got.fine is not None and fine.fold_classic(got.fine, CLASSIC) == list(got.hist)
+    assert all(n > 0 for n in got.fine[1::2]) and list(got.fine[0::2]) == sorted(
+        set(got.fine[0::2]))
