@@ -7,6 +7,7 @@ import math
 import random
 from bisect import bisect_left
 from itertools import pairwise
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -227,3 +228,16 @@ def test_any_fine_field_is_accepted_consistently_or_rejected_as_bad_field(runs: 
     assert got.fine is not None and fine.fold_classic(got.fine, CLASSIC) == list(got.hist)
     assert all(n > 0 for n in got.fine[1::2]) and list(got.fine[0::2]) == sorted(
         set(got.fine[0::2]))
+
+
+def test_the_protocol_doc_example_is_what_the_reporter_sends() -> None:
+    """docs/protocol.md's fine example: seven calls, recorded and folded as documented."""
+    rep = Reporter("nps.oracle.OracleService", socket_path="/nonexistent/socket")
+    series = rep.series("/nps.oracle.OracleService/GetReading")
+    assert series is not None
+    for seconds in (0.121, 0.1215, 0.125, 0.150, 0.1502, 0.151, 0.179):
+        rep.observe(series, seconds)
+    (row,) = rep.rows()
+    assert row["fine"] == {"schema": 1, "runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert '"runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]' in doc
