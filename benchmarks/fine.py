@@ -120,6 +120,7 @@ def memory_child(variant: str, methods: int, calls_per_step: int) -> dict[str, A
     gc.collect()
     rss_start = _rss_mib()
     sizes: list[int] = []
+    ingest_ms: list[float] = []
     # 55 points a minute apart, then 60 points 5 s apart: the ring of a sidecar after an hour.
     steps = [60.0] * 55 + [5.0] * 60
     for seq, step in enumerate(steps, 1):
@@ -137,9 +138,11 @@ def memory_child(variant: str, methods: int, calls_per_step: int) -> dict[str, A
             time=1.7e9 + clock.now, buckets=rep.buckets, rows=rows, health="healthy",
             checks={}, reporter={})
         sizes = [len(d) for d in datagrams]
+        t0 = perf()
         for d in datagrams:
             reason = store.ingest(d)
             assert reason is None, reason
+        ingest_ms.append((perf() - t0) * 1000)
         store.tick()
     gc.collect()
     t0 = perf()
@@ -152,7 +155,8 @@ def memory_child(variant: str, methods: int, calls_per_step: int) -> dict[str, A
         t0 = perf()
         expo.history()
         history_ms.append((perf() - t0) * 1000)
-    return {"history_ms": history_ms, "variant": variant, "methods": methods,
+    return {"history_ms": history_ms, "ingest_ms": sorted(ingest_ms)[len(ingest_ms) // 2],
+            "variant": variant, "methods": methods,
             "ring_points": len(store.ring),
             "rss_start": rss_start, "rss_end": _rss_mib(),
             "bytes_per_push": sum(sizes), "datagrams": len(sizes),
@@ -228,14 +232,16 @@ def run(quick: bool, machine: str, command: str) -> Section:
     t2 = table(["push", "bytes", "datagrams", "rows() + encode, ms median (min–max)"], rows2,
                right=(1, 2, 3))
     rows3 = [(v, f"{m['methods']:,}", m["ring_points"], f"{m['bytes_per_push']:,}",
-              m["datagrams"], f"{m['rss_start']:.1f}", f"{m['rss_end']:.1f}",
+              m["datagrams"], f"{m['ingest_ms']:.0f}", f"{m['rss_start']:.1f}",
+              f"{m['rss_end']:.1f}",
               f"{m['rss_end'] - m['rss_start']:.1f}", f"{m['snapshot_ms']:.0f}",
               f"{m['snapshot_bytes'] / 1024:,.0f}",
               " / ".join(f"{x:.0f}" for x in m["history_ms"])) for v, m in memory.items()]
     t3 = table(["variant", "methods", "ring points", "bytes per push", "datagrams",
+                "decode + apply per push, ms (median)",
                 "RSS before, MiB", "RSS after an hour, MiB", "growth, MiB",
                 "snapshot JSON, ms", "snapshot JSON, KiB", "history, first / next, ms"], rows3,
-               right=tuple(range(1, 11)))
+               right=tuple(range(1, 12)))
     section = Section(
         key="fine",
         title="7. The fine histogram: record path, push size, sidecar memory",

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import chain, compress, pairwise
@@ -37,7 +37,6 @@ __all__ = [
     "SCHEMA",
     "Sparse",
     "bounds",
-    "classic_map",
     "combine",
     "count",
     "fold_classic",
@@ -88,22 +87,24 @@ def bounds(classic: tuple[float, ...], schema: int = SCHEMA) -> tuple[float, ...
     return tuple(out)
 
 
-@lru_cache(maxsize=16)
-def classic_map(classic: tuple[float, ...]) -> tuple[int, ...]:
-    """For each fine bucket index (the last is +Inf), the classic bucket it lies in."""
-    fine = bounds(classic)
-    if fine is None:
-        return ()
-    return (*(bisect_left(classic, b) for b in fine), len(classic))
-
-
 def fold_classic(pairs: Sequence[int], classic: tuple[float, ...]) -> list[int]:
     """The classic per-bucket counts (the last one +Inf) that sparse fine counts add up to."""
-    cmap = classic_map(classic)
-    out = [0] * (len(classic) + 1)
-    for k in range(0, len(pairs), 2):
-        out[cmap[pairs[k]]] += pairs[k + 1]
+    flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
+    indexes, counts = flat[0::2], flat[1::2]
+    out, start = [], 0
+    for edge in _edges(classic):  # classic bucket j holds fine buckets up to edge j
+        stop = bisect_right(indexes, edge, start)
+        out.append(sum(counts[start:stop]))
+        start = stop
+    out.append(sum(counts[start:]))
     return out
+
+
+@lru_cache(maxsize=16)
+def _edges(classic: tuple[float, ...]) -> tuple[int, ...]:
+    """The fine index of each classic bound (each is a fine bound too)."""
+    fine = bounds(classic)
+    return () if fine is None else tuple(bisect_left(fine, b) for b in classic)
 
 
 # -- the reporter's dense list <-> the wire's runs <-> the sidecar's sparse pairs --------------
@@ -150,21 +151,18 @@ def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
     out: list[int] = []
     nxt = 0
     for r, run in enumerate(value):
-        if (not isinstance(run, list) or len(run) < 2
-                or not all(isinstance(v, int) and not isinstance(v, bool) for v in run)):
+        if not isinstance(run, list) or len(run) < 2 or set(map(type, run)) != {int}:
             raise ValueError(f"{where}[{r}] must be [first index, count, ...] of integers")
-        first = run[0]
-        if first < nxt or first + len(run) - 1 > n_buckets:
+        first, counts = run[0], run[1:]
+        if first < nxt or first + len(counts) > n_buckets:
             raise ValueError(f"{where}[{r}] starts at bucket {first}: runs must be in "
                              f"increasing order, not overlap, and stay below {n_buckets}")
-        for j, n in enumerate(run[1:], first):
-            if n:
-                if not 0 < n < MAX_COUNT:
-                    raise ValueError(f"{where}[{r}] has count {n}; a count is 0 to "
-                                     f"{MAX_COUNT - 1}")
-                out.append(j)
-                out.append(n)
-        nxt = first + len(run) - 1
+        if min(counts) < 0 or max(counts) >= MAX_COUNT:
+            raise ValueError(f"{where}[{r}] has a count out of range; a count is 0 to "
+                             f"{MAX_COUNT - 1}")
+        out.extend(chain.from_iterable(zip(compress(range(first, first + len(counts)), counts),
+                                           filter(None, counts), strict=True)))
+        nxt = first + len(counts)
     return pack(out)
 
 

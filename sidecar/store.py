@@ -18,6 +18,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import lt
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
@@ -337,11 +339,13 @@ def _check_monotonic(old: Totals, row: Row) -> None:
     for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=False)):
         if b < a:
             fail(f"bucket {i}", a, b)
-    if old.fine is not None and row.fine is not None:
+    if old.fine is not None and row.fine is not None and old.fine != row.fine:
         now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
-        for i, n in zip(old.fine[0::2], old.fine[1::2], strict=True):
-            if now.get(i, 0) < n:
-                fail(f"fine bucket {i}", n, now.get(i, 0))
+        indexes, before = old.fine[0::2], old.fine[1::2]
+        after = list(map(now.get, indexes, repeat(0)))
+        if any(map(lt, after, before)):
+            i = next(k for k, (a, b) in enumerate(zip(after, before, strict=True)) if a < b)
+            fail(f"fine bucket {indexes[i]}", before[i], after[i])
     if row.sum < old.sum - 1e-9:
         fail("sum", old.sum, row.sum)
     for name, n in old.exceptions.items():
