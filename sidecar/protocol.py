@@ -19,6 +19,7 @@ from sidecar import fine as fine_histogram
 
 __all__ = [
     "CODES",
+    "CODE_ALIASES",
     "DEFAULT_BUCKETS",
     "HEALTH_STATES",
     "MAX_DATAGRAM",
@@ -30,6 +31,7 @@ __all__ = [
     "Row",
     "clean_name",
     "clean_text",
+    "code_name",
     "decode",
     "encode",
 ]
@@ -46,12 +48,24 @@ MAX_PARTS = 64
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 )
+# gRPC status codes by number, spelt as Go's codes.Code.String() writes them: the spelling
+# go-grpc-prometheus exports and the public dashboards and alert rules match. Everything after
+# the decoder (store, JSON API, /metrics, alerter, dashboard, chart) uses these names.
 CODES: tuple[str, ...] = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+    "Unauthenticated",
+)
+# The gRPC spec's upper-case names (grpc.StatusCode's, py-grpc-prometheus's), same order. The
+# wire accepts them too; the decoder turns them into Go's names. The one alias map.
+CODE_ALIASES: dict[str, str] = dict(zip((
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
     "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
     "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
     "UNAUTHENTICATED",
-)
+), CODES, strict=True))
+_CODE_NAMES: dict[str, str] = {**CODE_ALIASES, **{c: c for c in CODES}}
 RPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 HEALTH_STATES = ("healthy", "degraded", "down")
 
@@ -76,6 +90,11 @@ class ProtocolError(ValueError):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+
+
+def code_name(name: str) -> str | None:
+    """Go's name of a gRPC code given as Go spells it or as the spec does; None if neither."""
+    return _CODE_NAMES.get(name) if isinstance(name, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +287,7 @@ def _row(obj: Any, index: int, buckets: tuple[float, ...]) -> Row:
         raise ProtocolError("bad_field", f"{where}type {rpc_type!r} is not one of "
                                          f"{', '.join(RPC_TYPES)}")
     started = _count(_get(obj, "started", int, where), where + "started")
-    codes = _count_map(_get(obj, "codes", dict, where), where + "codes", names=CODES)
+    codes = _codes(_get(obj, "codes", dict, where), where + "codes")
     hist_raw = _get(obj, "hist", list, where)
     if len(hist_raw) != n_buckets:
         raise ProtocolError("bad_field", f"{where}hist has {len(hist_raw)} counts; the bucket "
@@ -280,10 +299,10 @@ def _row(obj: Any, index: int, buckets: tuple[float, ...]) -> Row:
     last = obj.get("last_error")
     last_error = None
     if last is not None:
-        if (not isinstance(last, list) or len(last) != 2 or last[0] not in CODES
-                or not isinstance(last[1], (int, float)) or isinstance(last[1], bool)):
-            raise ProtocolError("bad_field", f"{where}last_error must be [CODE, unix time]")
-        last_error = (str(last[0]), float(last[1]))
+        code = code_name(last[0]) if isinstance(last, list) and len(last) == 2 else None
+        if code is None or not isinstance(last[1], (int, float)) or isinstance(last[1], bool):
+            raise ProtocolError("bad_field", f"{where}last_error must be [code name, unix time]")
+        last_error = (code, float(last[1]))
     # Messages received and sent; a sender that does not count them is taken to be unary:
     # one request per started call, one response per OK.
     msg_received = _count(obj.get("msg_received", started), where + "msg_received")
@@ -371,12 +390,22 @@ def _bounded_map(obj: Any, where: str) -> dict[Any, Any]:
     return obj
 
 
-def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+def _count_map(obj: Any, where: str) -> dict[str, int]:
     out = {}
     for key, value in _bounded_map(obj, where).items():
-        if names is not None and key not in names:
-            raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name")
         out[_name(key, f"{where} key")] = _count(value, f"{where}.{key[:40]}")
+    return out
+
+
+def _codes(obj: Any, where: str) -> dict[str, int]:
+    """Counts per code, keyed by Go's names; a spec spelling of the same code is added to it."""
+    out: dict[str, int] = {}
+    for key, value in _count_map(obj, where).items():
+        code = code_name(key)
+        if code is None:
+            raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name "
+                                             f"(Go's, e.g. NotFound, or the spec's, NOT_FOUND)")
+        out[code] = out.get(code, 0) + value
     return out
 
 

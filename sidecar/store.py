@@ -333,6 +333,10 @@ def _check_monotonic(old: Totals, row: Row) -> None:
 
     if row.started < old.started:
         fail("started", old.started, row.started)
+    if row.msg_received < old.msg_received:
+        fail("msg_received", old.msg_received, row.msg_received)
+    if row.msg_sent < old.msg_sent:
+        fail("msg_sent", old.msg_sent, row.msg_sent)
     for code, n in old.codes.items():
         if row.codes.get(code, 0) < n:
             fail(f"code {code}", n, row.codes.get(code, 0))
