@@ -18,6 +18,8 @@ given ``--output``; ``--only NAME`` picks some.
 6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
 7. ``state`` (:mod:`benchmarks.state_file`): the sidecar's state file, a save and a load
    against ingesting the pushes.
+8. ``fine`` (:mod:`benchmarks.fine`): what the fine histogram costs against the classic
+   buckets alone: the record path, the Oracle's push, the sidecar's memory for 1 000 methods.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -36,4 +38,5 @@ BENCHMARKS = {
     "dashboard": "benchmarks.dashboard",
     "freshness": "benchmarks.freshness",
     "state": "benchmarks.state_file",
+    "fine": "benchmarks.fine",
 }

@@ -13,7 +13,6 @@ import platform
 import time
 from collections.abc import Iterator
 from decimal import Decimal
-from itertools import pairwise
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector
@@ -26,8 +25,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-from sidecar import __version__, protocol
-from sidecar.stats import Totals, delta, summarise
+from sidecar import __version__, fine, protocol
+from sidecar.stats import Totals, add_all, complete_fine, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition"]
@@ -180,6 +179,8 @@ class Exposition:
         self._state.register(_StateCollector(store, ready))
         ProcessCollector(registry=self._state)
         self._cache: dict[str, tuple[tuple[int, bool], bytes]] = {}
+        # history: the finished intervals' points, by (start, end, rpc)
+        self._history: dict[tuple[float, float, str | None], dict[str, Any]] = {}
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) for a scrape with this Accept header."""
@@ -265,17 +266,20 @@ class Exposition:
                 now: dict[Key, Totals], before: dict[Key, Totals], seconds: float | None
                 ) -> dict[str, Any]:
         rpcs = []
-        summed = Totals()
+        deltas = []
         for key in sorted(now):
             d = delta(now[key], before.get(key))
-            summed = summed + d
+            deltas.append(d)
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
-            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row})
+            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row,
+                         "fine": fine.to_json(complete_fine(d))})
+        summed = add_all(deltas)
         largest = max((t.max for t in totals.values()), default=0.0)
         return {
             "seconds": seconds,
             "covered_seconds": round(covered, 3),
-            "totals": summarise(summed, bounds, covered, largest),
+            "totals": {**summarise(summed, bounds, covered, largest),
+                       "fine": fine.to_json(complete_fine(summed))},
             "rpcs": rpcs,
         }
 
@@ -291,22 +295,39 @@ class Exposition:
         ring.append((store.clock(), time.time(), store.observed()))
 
         def pick(points: dict[Key, Totals]) -> Totals:
-            out = Totals()
-            for key, t in points.items():
-                if rpc is None or f"{key[0]}/{key[1]}" == rpc:
-                    out = out + t
-            return out
+            return add_all(t for key, t in points.items()
+                           if rpc is None or f"{key[0]}/{key[1]}" == rpc)
+
+        # Ring points never change: the point between two of them is kept, so a refresh
+        # computes only the newest interval (the ring's last point to now).
+        cache = self._history
+        kept = len(ring) - 1  # ring[kept] is "now", never kept
+        sums: dict[int, Totals] = {}
+
+        def total(i: int) -> Totals:
+            if i not in sums:
+                sums[i] = pick(ring[i][2])
+            return sums[i]
 
         points = []
-        previous = pick(ring[0][2])
-        for (t0, _, _), (t1, wall, values) in pairwise(ring):
-            current = pick(values)
-            d = current - previous if previous.hist or previous.codes else current
-            previous = current
-            s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
-            points.append({
-                "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
-                "errors": s["errors"], "rate_per_second": s["rate_per_second"],
-                "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
-            })
-        return {"rpc": rpc, "points": points}
+        for i in range(1, len(ring)):
+            (t0, _, _), (t1, wall, _) = ring[i - 1], ring[i]
+            key = (t0, t1, rpc)
+            point = cache.get(key) if i < kept else None
+            if point is None:
+                previous, current = total(i - 1), total(i)
+                d = current - previous if previous.hist or previous.codes else current
+                s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
+                point = {
+                    "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
+                    "errors": s["errors"], "rate_per_second": s["rate_per_second"],
+                    "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
+                    "max_ms": s["max_ms"], "fine": fine.to_json(complete_fine(d)),
+                }
+                if i < kept:
+                    cache[key] = point
+            points.append(point)
+        if len(cache) > 4 * kept:  # points pruned from the ring, or other RPCs asked
+            live = {(ring[i - 1][0], ring[i][0]) for i in range(1, kept)}
+            self._history = {k: v for k, v in cache.items() if k[:2] in live and k[2] == rpc}
+        return {"rpc": rpc, "buckets": list(bounds), "points": points}

@@ -22,6 +22,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
+from sidecar import fine
 from sidecar.stats import Totals
 from sidecar.store import Departure, Key, Source, Store
 
@@ -45,7 +46,9 @@ def state_path(socket_path: str) -> str:
 # -- writing ------------------------------------------------------------------------------------
 
 def _totals_doc(t: Totals) -> dict[str, Any]:
-    return {name: getattr(t, name) for name in _TOTALS}
+    doc = {name: getattr(t, name) for name in _TOTALS}
+    doc["fine"] = fine.to_json(t.fine)  # an array in memory, its wire form in the file
+    return doc
 
 
 def _rows_doc(rows: dict[Key, Totals]) -> list[Any]:
@@ -126,6 +129,7 @@ def _totals(doc: Any, n_buckets: int | None, what: str) -> Totals:
         values[name] = _number(values.get(name, 0.0), f"{what}.{name}")
     for name in ("msg_received", "msg_sent"):
         values[name] = _count(values.get(name, 0), f"{what}.{name}")
+    values["fine"] = fine.from_json(values.get("fine"), fine.MAX_BUCKETS + 1)
     last = values.get("last_error")
     if last is not None:
         if not isinstance(last, list) or len(last) != 2:

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
+
+from sidecar import fine as fine_histogram
 
 __all__ = [
     "CODES",
@@ -113,6 +116,7 @@ class Row:
     last_error: tuple[str, float] | None = None  # (code, unix time)
     msg_received: int = 0
     msg_sent: int = 0
+    fine: array | None = None  # sparse fine counts (sidecar.fine); None when not sent
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -266,7 +270,7 @@ def decode(data: bytes) -> Message:
     if len(raw_rows) > MAX_ROWS:
         raise ProtocolError("too_many_series", f"{len(raw_rows)} rpcs in one message, "
                                                f"the limit is {MAX_ROWS}")
-    rows = tuple(_row(r, i, len(buckets) + 1) for i, r in enumerate(raw_rows))
+    rows = tuple(_row(r, i, buckets) for i, r in enumerate(raw_rows))
     final = obj.get("final", False)
     if not isinstance(final, bool):
         raise ProtocolError("bad_field", f"final must be true or false, not {_kind(final)}")
@@ -274,8 +278,9 @@ def decode(data: bytes) -> Message:
                    buckets, rows, health, checks, dropped, send_errors, overflow, final)
 
 
-def _row(obj: Any, index: int, n_buckets: int) -> Row:
+def _row(obj: Any, index: int, buckets: tuple[float, ...]) -> Row:
     where = f"rpcs[{index}]."
+    n_buckets = len(buckets) + 1
     if not isinstance(obj, dict):
         raise ProtocolError("bad_field", f"rpcs[{index}] must be an object, not {_kind(obj)}")
     service = _name(_get(obj, "service", str, where), where + "service")
@@ -305,8 +310,35 @@ def _row(obj: Any, index: int, n_buckets: int) -> Row:
     # one request per started call, one response per OK.
     msg_received = _count(obj.get("msg_received", started), where + "msg_received")
     msg_sent = _count(obj.get("msg_sent", codes.get("OK", 0)), where + "msg_sent")
+    fine = _fine(obj.get("fine"), where + "fine", buckets, hist)
     return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
-               exceptions, last_error, msg_received, msg_sent)
+               exceptions, last_error, msg_received, msg_sent, fine)
+
+
+def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, ...]
+          ) -> array | None:
+    """The optional fine histogram of a row, checked against its classic counts.
+
+    An unknown schema (a newer reporter) is ignored, so its classic counts still count.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or isinstance(value.get("schema"), bool) \
+            or not isinstance(value.get("schema"), int):
+        raise ProtocolError("bad_field", f'{where} must be {{"schema": 1, "runs": [...]}}')
+    fine_bounds = fine_histogram.bounds(buckets, value["schema"])
+    if fine_bounds is None:
+        return None
+    try:
+        pairs = fine_histogram.from_runs(_get(value, "runs", list, where + "."),
+                                         len(fine_bounds) + 1, where + ".runs")
+    except ValueError as err:
+        raise ProtocolError("bad_field", str(err)) from None
+    folded = fine_histogram.fold_classic(pairs, buckets)
+    if tuple(folded) != hist:
+        raise ProtocolError("bad_field", f"{where} counts add up to {folded} per classic "
+                                         f"bucket, but hist says {list(hist)}")
+    return pairs
 
 
 def _kind(value: Any) -> str:

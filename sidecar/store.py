@@ -19,6 +19,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import lt
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
@@ -38,9 +40,12 @@ MISSED_SLACK = 1.0  # seconds past a source's own push interval before it counts
 SETTLE_MAX = 10.0  # longest a restarted sidecar holds the RPC series back for known sources
 
 
-def _totals(row: Row) -> Totals:
-    return Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
-                  dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent)
+def _totals(row: Row, old: Totals | None = None) -> Totals:
+    """The row as Totals; ``old`` itself when nothing changed, so that the history ring's
+    points share the totals of idle methods instead of holding a copy each."""
+    new = Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
+                 dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent, row.fine)
+    return old if old is not None and old == new else new
 
 
 @dataclass
@@ -113,6 +118,7 @@ class Store:
         self._sources_full_logged = False
         self.version = 0  # bumped on every change; caches key on it
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
+        self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
         self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
         self.ring.append((self.started, self.started_wall, {}))
         self.departed: Departure | None = None
@@ -200,7 +206,7 @@ class Store:
         for row in msg.rows:
             if row.key in refused:
                 continue
-            totals = _totals(row)
+            totals = _totals(row, src.rows.get(row.key))
             if msg.seq == src.prehistory_seq and row.key not in src.prehistory_keys:
                 before = src.rows.get(row.key)
                 self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + (
@@ -339,8 +345,12 @@ class Store:
         totals = self.totals()
         if not self.prehistory:
             return totals
-        return {k: (t - self.prehistory[k]) if k in self.prehistory else t
-                for k, t in totals.items()}
+        if self._observed_cache is not None and self._observed_cache[0] == self.version:
+            return self._observed_cache[1]
+        out = {k: (t - self.prehistory[k]) if k in self.prehistory else t
+               for k, t in totals.items()}
+        self._observed_cache = (self.version, out)
+        return out
 
     def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:
         """(covered seconds, totals at the window's start, totals now) for the last ``seconds``."""
@@ -434,6 +444,13 @@ def _check_monotonic(old: Totals, row: Row) -> None:
     for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=False)):
         if b < a:
             fail(f"bucket {i}", a, b)
+    if old.fine is not None and row.fine is not None and old.fine != row.fine:
+        now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
+        indexes, before = old.fine[0::2], old.fine[1::2]
+        after = list(map(now.get, indexes, repeat(0)))
+        if any(map(lt, after, before)):
+            i = next(k for k, (a, b) in enumerate(zip(after, before, strict=True)) if a < b)
+            fail(f"fine bucket {indexes[i]}", before[i], after[i])
     if row.sum < old.sum - 1e-9:
         fail("sum", old.sum, row.sum)
     for name, n in old.exceptions.items():

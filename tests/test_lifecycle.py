@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
+from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sidecar import persist
+from sidecar import fine, persist
 from sidecar.protocol import DEFAULT_BUCKETS, encode
 from sidecar.store import SETTLE_MAX, Store
 
@@ -364,3 +365,26 @@ def test_save_does_not_follow_a_symlink_planted_at_its_temporary_file(tmp_path: 
     assert not state.save()
     assert victim.read_text() == "untouched"
     assert state.problem is not None and state.path in state.problem
+
+
+def test_fine_counts_survive_the_restart_exactly(tmp_path: Path) -> None:
+    """The fine histogram (live and retired) is saved in its wire form and read back equal."""
+    s, clocks = make()
+    index = bisect_left(fine.bounds(DEFAULT_BUCKETS) or (), 0.02)
+    for source, final in (("gone", True), ("live", False)):
+        hist = [0] * (len(DEFAULT_BUCKETS) + 1)
+        hist[2] = 7
+        rows = [{"service": KEY[0], "method": KEY[1], "type": "unary", "started": 7,
+                 "codes": {"OK": 7}, "hist": hist, "sum": 0.14, "max": 0.02,
+                 "fine": fine.to_json(fine.pack([index, 7]))}]
+        (datagram,) = encode(
+            source={"id": source, "pid": 1, "started": clocks.wall(), "service": SERVICE,
+                    "version": "1"},
+            seq=1, time=clocks.wall(), buckets=DEFAULT_BUCKETS, rows=rows, health="healthy",
+            checks={}, reporter={}, final=final)
+        assert s.ingest(datagram) is None
+    before = s.totals()[KEY]
+    assert before.fine is not None and list(before.fine) == [index, 14]
+    fresh, _ = restarted(s, clocks, tmp_path)
+    assert fresh.totals()[KEY] == before
+    assert list(fresh.retired[KEY].fine or ()) == [index, 7]

@@ -40,6 +40,7 @@ from sidecar.dashboard.aggregate import (
     history_points,
     merge_history,
     pod_view,
+    public,
     sum_pods,
 )
 from sidecar.dashboard.alerts import read_alert_state
@@ -279,6 +280,8 @@ class Board:
                 level = "warning" if pod["url"] is None else "error"
                 problems.append({"level": level, "pod": pod["name"],
                                  "text": f"Cannot read {pod['name']}: {pod['error']}"})
+        summed = sum_pods(pods)
+        pods = [public(p) for p in pods]
         view = {
             "dashboard": {"version": __version__, "time": found.time,
                           "refresh_seconds": s.refresh, "fetch_seconds": found.seconds,
@@ -290,7 +293,7 @@ class Board:
                           "error": found.discovery_error},
             "problems": problems,
             "pods": pods,
-            "summed": sum_pods(pods),
+            "summed": summed,
             "alerts": found.alerts,
         }
         found.views[window] = view

@@ -21,9 +21,10 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from operator import add
 from typing import Any
 
-from sidecar import protocol
+from sidecar import fine, protocol
 
 __all__ = ["DEFAULT_SOCKET", "Reporter", "Series"]
 
@@ -48,7 +49,7 @@ class Series:
         self.started = 0
         self.ok = 0
         self.codes: dict[str, int] = {}  # codes other than OK
-        self.hist = [0] * n_buckets
+        self.hist = [0] * n_buckets  # per fine bucket (classic when there is no fine schema)
         self.sum = 0.0
         self.max = 0.0
         self.exceptions: dict[str, int] = {}
@@ -127,6 +128,12 @@ class Reporter:
         self.socket_path = socket_path or os.environ.get("ORACLE_METRICS_SOCKET") or DEFAULT_SOCKET
         self.interval = interval
         self.buckets = tuple(float(b) for b in buckets)
+        # The record path counts into fine buckets (one bisect, one increment); the classic
+        # counts are their exact sums, made once per flush. Odd classic bounds that would need
+        # too many fine ones: classic counts only, as before the fine histogram.
+        self._fine = fine.bounds(self.buckets)
+        self._record_bounds = self._fine if self._fine is not None else self.buckets
+        self._n_record = len(self._record_bounds) + 1
         self.max_series = max_series
         self.health_timeout = health_timeout
         self._health: tuple[str, dict[str, str]] = ("healthy", {})
@@ -162,7 +169,7 @@ class Reporter:
             service, method = split_method(full, self.service)
             key = f"/{service}/{method}"
             if key not in self._retired:
-                self._retired[key] = Series(service, method, rpc_type, len(self.buckets) + 1)
+                self._retired[key] = Series(service, method, rpc_type, self._n_record)
                 self._series_count += 1
 
     # -- the per-RPC path ---------------------------------------------------------------------
@@ -194,7 +201,7 @@ class Reporter:
             if declared is not None and declared.type != rpc_type:
                 self._retype(declared, full_method, rpc_type)
         service, method = split_method(full_method, self.service)
-        created = Series(service, method, rpc_type, len(self.buckets) + 1)
+        created = Series(service, method, rpc_type, self._n_record)
         table[full_method] = created
         return created
 
@@ -228,7 +235,7 @@ class Reporter:
                     if len(series.exceptions) >= protocol.MAX_KEYS - 1:
                         exception = "(other)"
                 series.exceptions[exception] = series.exceptions.get(exception, 0) + 1
-        series.hist[bisect_left(self.buckets, seconds)] += 1
+        series.hist[bisect_left(self._record_bounds, seconds)] += 1
         series.sum += seconds
         if seconds > series.max:
             series.max = seconds
@@ -311,7 +318,7 @@ class Reporter:
                 if thread is not None and thread.is_alive():
                     alive.append((thread, table))
                 else:  # its thread ended: nobody writes this table any more
-                    _fold(self._retired, table, len(self.buckets) + 1)
+                    _fold(self._retired, table, self._n_record)
             self._tables = alive
             sources = [self._retired, *(tab for _, tab in alive)]
         # Keyed by what the message says, so that two raw names cleaned to the same name make
@@ -331,6 +338,10 @@ class Reporter:
                 _add_into(row, s)
         out = []
         for row in merged.values():
+            if self._fine is not None:
+                counts = row["hist"]
+                row["hist"] = fine.fold_classic(fine.sparse(counts), self.buckets)
+                row["fine"] = {"schema": fine.SCHEMA, "runs": fine.runs(counts)}
             codes = row["codes"]
             # A series is read without a lock, so `started` may be read before an RPC that was
             # finished by the time `ok` is read: keep started >= handled, as the protocol asks.
@@ -512,9 +523,7 @@ def _add_into(row: dict[str, Any], s: Series) -> None:
         codes["OK"] = codes.get("OK", 0) + s.ok
     for code, n in s.codes.copy().items():
         codes[code] = codes.get(code, 0) + n
-    hist = row["hist"]
-    for i, n in enumerate(list(s.hist)):
-        hist[i] += n
+    row["hist"] = list(map(add, row["hist"], list(s.hist)))
     row["sum"] += s.sum
     row["max"] = max(row["max"], s.max)
     row["msg_received"] += s.msg_received
@@ -536,8 +545,7 @@ def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> 
         t.ok += s.ok
         for code, n in s.codes.items():
             t.codes[code] = t.codes.get(code, 0) + n
-        for i, n in enumerate(s.hist):
-            t.hist[i] += n
+        t.hist = list(map(add, t.hist, s.hist))
         t.sum += s.sum
         t.max = max(t.max, s.max)
         t.msg_received += s.msg_received

@@ -88,6 +88,17 @@ class Traffic:
             self._thread.join(5)
 
 
+def kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig for the fake API server, as `kubectl config view` would write it."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                  "namespace": "oracle"}}]}))
+    return path
+
+
 @dataclass
 class DashboardProcess:
     """A real ``oracle-sidecar dashboard`` process on a free port."""

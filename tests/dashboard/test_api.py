@@ -39,7 +39,7 @@ async def test_status_shows_a_live_pod_with_health_and_rpc_figures(dashboard: An
     assert rows["AnalyzeSession"]["error_rate_percent"] == 10.0
     summed = doc["summed"]
     assert summed["pods_counted"] == 1 and summed["totals"]["count"] == 40
-    assert summed["percentiles"] == "highest pod"
+    assert summed["percentiles"] == "merged"
     assert doc["alerts"]["readable"] is False and "not configured" in doc["alerts"]["error"]
 
 

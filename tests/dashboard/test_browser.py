@@ -14,7 +14,7 @@ import pytest
 
 from sidecar.reporter.core import Reporter
 from tests.conftest import http_get, wait_for
-from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state
+from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state, kubeconfig
 from tests.fakes.kube_api import pod
 
 CHROMIUM = "/usr/bin/chromium"
@@ -30,17 +30,6 @@ def _count(page: Any, method: str) -> int:
     row = page.locator("details.rpc-block").first.locator("tbody tr").filter(
         has=page.locator(".method", has_text=method))
     return int(row.locator("td").nth(1).inner_text().replace(",", ""))
-
-
-def _kubeconfig(path: Path, server: str) -> Path:
-    """A kubeconfig for the fake API server, as `kubectl config view` would write it."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
-                                                  "namespace": "oracle"}}]}))
-    return path
 
 
 @pytest.mark.timeout(240)
@@ -81,7 +70,7 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
          "--selector", "app.kubernetes.io/component=oracle",
          "--alert-state-configmap", "oracle-alerter-state"],
         tmp_path / "dashboard.log",
-        env={"KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
+        env={"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
