@@ -28,7 +28,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import chain, compress, pairwise
-from typing import Any
+from typing import Any, TypeAlias
 
 __all__ = [
     "FLOOR",
@@ -59,7 +59,9 @@ MAX_BUCKETS = 4096  # more fine buckets than this (odd classic bounds): no fine 
 MAX_COUNT = 2**63  # counts are kept in 64-bit integers
 GAP = 3  # zero counts kept inside a run rather than starting a new one (each costs 2 bytes)
 
-Sparse = array  # array('I') or array('q'): index, count, index, count, ...
+# array('I') or array('q'): index, count, index, count, ... (array[int] only to the type checker;
+# array is not subscriptable at run time before Python 3.12)
+Sparse: TypeAlias = "array[int]"
 
 
 @lru_cache(maxsize=16)

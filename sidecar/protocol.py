@@ -116,7 +116,7 @@ class Row:
     last_error: tuple[str, float] | None = None  # (code, unix time)
     msg_received: int = 0
     msg_sent: int = 0
-    fine: array | None = None  # sparse fine counts (sidecar.fine); None when not sent
+    fine: array[int] | None = None  # sparse fine counts (sidecar.fine); None when not sent
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -316,7 +316,7 @@ def _row(obj: Any, index: int, buckets: tuple[float, ...]) -> Row:
 
 
 def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, ...]
-          ) -> array | None:
+          ) -> array[int] | None:
     """The optional fine histogram of a row, checked against its classic counts.
 
     An unknown schema (a newer reporter) is ignored, so its classic counts still count.

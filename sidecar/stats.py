@@ -34,7 +34,7 @@ class Totals:
     msg_sent: int = 0  # stream messages sent (1 per successful unary call)
     # Sparse fine counts (sidecar.fine) of the calls whose process sent them; None when no
     # process behind these totals did. See complete_fine() for when they describe every call.
-    fine: array | None = None
+    fine: array[int] | None = None
 
     @property
     def handled(self) -> int:
@@ -96,7 +96,7 @@ def add_all(items: Iterable[Totals]) -> Totals:
     return out
 
 
-def complete_fine(d: Totals) -> array | None:
+def complete_fine(d: Totals) -> array[int] | None:
     """``d``'s fine counts when they account for every call its classic counts hold, else None.
 
     Not complete when a process behind ``d`` sent no fine counts and had calls in it.
