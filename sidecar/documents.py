@@ -22,6 +22,7 @@ __all__ = [
     "MAX_TEXT",
     "WINDOWS",
     "Error",
+    "Fine",
     "Figures",
     "Health",
     "History",
@@ -105,6 +106,15 @@ class LastError(TypedDict):
     time: float
 
 
+class Fine(TypedDict):
+    """A window's sparse fine histogram (:mod:`sidecar.fine`): runs ``[first index, count, ...]``
+    of fine-bucket counts, mergeable across sidecars. Null where the fine counts do not account
+    for every call (the percentiles then come from the classic buckets)."""
+
+    schema: Literal[1]
+    runs: list[list[int]]
+
+
 class Figures(TypedDict):
     """The figures of a set of calls over a window (one RPC, or all of them together)."""
 
@@ -121,6 +131,7 @@ class Figures(TypedDict):
     codes: dict[str, int]
     exceptions: dict[str, int]
     last_error: LastError | None
+    fine: Fine | None
 
 
 class RpcFigures(Figures):
@@ -166,6 +177,8 @@ class Point(TypedDict):
     rate_per_second: float
     error_rate_percent: float
     p95_ms: float | None
+    max_ms: float | None
+    fine: Fine | None
 
 
 class History(TypedDict):
@@ -173,6 +186,7 @@ class History(TypedDict):
 
     rpc: str | None
     points: list[Point]
+    buckets: list[float]  # the classic bounds the fine histograms refine
 
 
 class Ready(TypedDict):
@@ -189,7 +203,8 @@ class Livez(TypedDict):
 
 # The documents the OpenAPI description names (components/schemas), each checked against it.
 COMPONENTS: tuple[type, ...] = (Error, Source, Health, Figures, RpcFigures, Window, Snapshot,
-                                Point, History, Ready, Livez)
+                                Point, History, Ready, Livez, Fine)
+_NULLABLE = (Fine,)  # components that are null where they are used, said once in the component
 
 
 # -- the tolerant reader -----------------------------------------------------------------------
@@ -241,9 +256,10 @@ def schema(document: type) -> dict[str, Any]:
     """
     hints = typing.get_type_hints(document, include_extras=True)
     required = sorted(n for n, hint in hints.items() if get_origin(hint) is not NotRequired)
-    return {"type": "object",
-            "properties": {name: _schema_of(hint) for name, hint in hints.items()},
-            "required": required, "additionalProperties": False}
+    out = {"type": "object",
+           "properties": {name: _schema_of(hint) for name, hint in hints.items()},
+           "required": required, "additionalProperties": False}
+    return {**out, "nullable": True} if document in _NULLABLE else out
 
 
 def _schema_of(hint: Any) -> dict[str, Any]:
@@ -252,6 +268,8 @@ def _schema_of(hint: Any) -> dict[str, Any]:
         return _schema_of(get_args(hint)[0])
     if origin in (Union, types.UnionType):
         args = [a for a in get_args(hint) if a is not type(None)]
+        if len(args) == 1 and args[0] in _NULLABLE:
+            return _schema_of(args[0])
         inner = _schema_of(args[0]) if len(args) == 1 else {"anyOf": [_schema_of(a)
                                                                        for a in args]}
         return {**inner, "nullable": True}

@@ -22,7 +22,8 @@ from collections.abc import Iterable
 from itertools import pairwise
 from typing import Any
 
-from sidecar import fine, protocol
+from sidecar import documents, fine, protocol
+from sidecar.documents import counts, integer, number, text
 
 __all__ = [
     "AMBER_AFTER",
@@ -37,12 +38,11 @@ __all__ = [
     "sum_pods",
 ]
 
-WINDOWS = ("1m", "5m", "1h", "all")
+WINDOWS = (*documents.WINDOWS, documents.ALL)  # the windows the page offers
 AMBER_AFTER = 3.0  # seconds since the last push: three missed pushes at the 1 s default
 RED_AFTER = 10.0  # seconds: the sidecar has called its source down for a while
-MAX_TEXT = 300  # characters kept of any string a pod sends
 MAX_RPCS = 2000  # rows kept per pod (the sidecar's own --max-series default)
-MAX_CHECKS = 50
+MAX_CHECKS = documents.MAX_ENTRIES
 MAX_POINTS = 1000  # history points kept per pod (the sidecar's ring holds ~120)
 MIN_POINT_SECONDS = 2.0  # shorter intervals (the ring's partial "now" point) give noisy rates
 
@@ -54,28 +54,7 @@ class NotASnapshot(ValueError):
     """A pod answered JSON that does not have the shape of a sidecar document."""
 
 
-# -- coercion ---------------------------------------------------------------------------------
-
-def _num(value: Any) -> float | None:
-    """A finite number, or None (bools, strings, NaN and infinities are not figures)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) else None
-
-
-def _int(value: Any) -> int | None:
-    number = _num(value)
-    return None if number is None else int(number)
-
-
-def _text(value: Any, limit: int = MAX_TEXT) -> str | None:
-    """Text cut to ``limit`` characters; numbers become text, anything else None."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str):
-        return None
-    return value if len(value) <= limit else value[: limit - 1] + "…"
-
+# -- coercion (numbers, text and counts: the tolerant reader of sidecar.documents) -------------
 
 def _dict(value: Any, what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
@@ -83,23 +62,11 @@ def _dict(value: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _counts(value: Any) -> dict[str, int]:
-    """A {name: count} map such as ``codes`` or ``exceptions``, bounded."""
-    if not isinstance(value, dict):
-        return {}
-    out: dict[str, int] = {}
-    for key, n in list(value.items())[:MAX_CHECKS]:
-        count = _int(n)
-        if count is not None:
-            out[_text(key) or "?"] = count
-    return out
-
-
 def _bounds(value: Any) -> tuple[float, ...] | None:
     """A sidecar's classic bounds (its ``buckets``), or None when they are not a bound list."""
     if not isinstance(value, list) or not 1 <= len(value) <= 64:
         return None
-    numbers = [_num(v) for v in value]
+    numbers = [number(v) for v in value]
     out = tuple(v for v in numbers if v is not None)
     if len(out) != len(numbers) or any(b <= a for a, b in pairwise(out)):
         return None
@@ -114,13 +81,13 @@ def _fine_counts(value: Any, bounds: tuple[float, ...] | None) -> Any:
 
 def _figures(row: Any, bounds: tuple[float, ...] | None = None) -> dict[str, Any]:
     row = _dict(row, "a row of figures")
-    out: dict[str, Any] = {name: _num(row.get(name)) for name in _FIGURES}
+    out: dict[str, Any] = {name: number(row.get(name)) for name in _FIGURES}
     for name in ("count", "errors", "started"):
-        out[name] = _int(row.get(name)) or 0
-    out["codes"] = _counts(row.get("codes"))
-    out["exceptions"] = _counts(row.get("exceptions"))
+        out[name] = integer(row.get(name)) or 0
+    out["codes"] = counts(row.get("codes"))
+    out["exceptions"] = counts(row.get("exceptions"))
     last = row.get("last_error")
-    out["last_error"] = ({"code": _text(last.get("code"), 40), "time": _num(last.get("time"))}
+    out["last_error"] = ({"code": text(last.get("code"), 40), "time": number(last.get("time"))}
                          if isinstance(last, dict) else None)
     out["_fine"] = _fine_counts(row.get("fine"), bounds)
     return out
@@ -139,20 +106,20 @@ def _health(doc: Any) -> dict[str, Any]:
     doc = _dict(doc, "health")
     status = doc.get("status")
     checks = doc.get("checks")
-    age = _num(doc.get("last_push_age_seconds"))
+    age = number(doc.get("last_push_age_seconds"))
     return {
-        "status": status if status in ("healthy", "degraded", "down") else "unknown",
-        "reason": _text(doc.get("reason")),
+        "status": status if status in documents.HEALTH_STATES else "unknown",
+        "reason": text(doc.get("reason")),
         "ready": doc.get("ready") is True,
-        "ready_reason": _text(doc.get("ready_reason")),
-        "version": _text(doc.get("version"), 80),
-        "uptime_seconds": _num(doc.get("uptime_seconds")),
-        "service": _text(doc.get("service"), 260),
-        "service_version": _text(doc.get("service_version"), 80),
-        "service_uptime_seconds": _num(doc.get("service_uptime_seconds")),
+        "ready_reason": text(doc.get("ready_reason")),
+        "version": text(doc.get("version"), 80),
+        "uptime_seconds": number(doc.get("uptime_seconds")),
+        "service": text(doc.get("service"), 260),
+        "service_version": text(doc.get("service_version"), 80),
+        "service_uptime_seconds": number(doc.get("service_uptime_seconds")),
         "last_push_age_seconds": age,
         "freshness": freshness(age),
-        "checks": {(_text(k) or "?"): (_text(v) or "")
+        "checks": {(text(k) or "?"): (text(v) or "")
                    for k, v in list(checks.items())[:MAX_CHECKS]}
                   if isinstance(checks, dict) else {},
         "sources": len(doc["sources"]) if isinstance(doc.get("sources"), list) else None,
@@ -167,11 +134,11 @@ def _window(doc: Any, bounds: tuple[float, ...] | None) -> dict[str, Any]:
     rows = []
     for rpc in rpcs[:MAX_RPCS]:
         rpc = _dict(rpc, "an RPC row")
-        rows.append({"service": _text(rpc.get("service"), 260) or "?",
-                     "method": _text(rpc.get("method"), 260) or "?",
-                     "type": _text(rpc.get("type"), 20) or "unary", **_figures(rpc, bounds)})
-    return {"seconds": _num(doc.get("seconds")),
-            "covered_seconds": _num(doc.get("covered_seconds")),
+        rows.append({"service": text(rpc.get("service"), 260) or "?",
+                     "method": text(rpc.get("method"), 260) or "?",
+                     "type": text(rpc.get("type"), 20) or "unary", **_figures(rpc, bounds)})
+    return {"seconds": number(doc.get("seconds")),
+            "covered_seconds": number(doc.get("covered_seconds")),
             "totals": _figures(doc.get("totals"), bounds), "rpcs": rows,
             "rpcs_dropped": max(len(rpcs) - MAX_RPCS, 0)}
 
@@ -196,7 +163,7 @@ def pod_view(name: str, url: str | None, body: Any, window: str, *,
             view["buckets"] = _bounds(doc.get("buckets"))
             view["window"] = _window(windows.get(window), view["buckets"]) \
                 if window in windows else None
-            view["sidecar_version"] = _text(doc.get("version"), 80)
+            view["sidecar_version"] = text(doc.get("version"), 80)
             view["reachable"] = True
         except NotASnapshot as err:
             error = f"answered JSON that is not a sidecar snapshot ({err})"
@@ -314,12 +281,12 @@ def history_points(body: Any) -> list[dict[str, Any]]:
     out = []
     for point in points[-MAX_POINTS:]:
         point = _dict(point, "a point")
-        when, seconds = _num(point.get("time")), _num(point.get("seconds"))
+        when, seconds = number(point.get("time")), number(point.get("seconds"))
         if when is None or seconds is None or seconds < MIN_POINT_SECONDS:
             continue
-        out.append({"time": when, "seconds": seconds, "count": _int(point.get("count")) or 0,
-                    "errors": _int(point.get("errors")) or 0,
-                    "p95_ms": _num(point.get("p95_ms")), "max_ms": _num(point.get("max_ms")),
+        out.append({"time": when, "seconds": seconds, "count": integer(point.get("count")) or 0,
+                    "errors": integer(point.get("errors")) or 0,
+                    "p95_ms": number(point.get("p95_ms")), "max_ms": number(point.get("max_ms")),
                     "_fine": _fine_counts(point.get("fine"), bounds), "_bounds": bounds})
     return out
 
