@@ -28,7 +28,10 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from itertools import chain, compress, pairwise
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+if TYPE_CHECKING:  # the reporter imports this module: no import it does not need at run time
+    from sidecar.documents import Fine
 
 __all__ = [
     "FLOOR",
@@ -52,7 +55,7 @@ __all__ = [
     "total",
 ]
 
-SCHEMA = 1
+SCHEMA: Final = 1
 RATIO = 1.02  # the largest ratio between a fine bucket's upper and lower bound
 FLOOR = 1e-4  # seconds: the fine range starts at 100 µs
 MAX_BUCKETS = 4096  # more fine buckets than this (odd classic bounds): no fine histogram
@@ -173,7 +176,7 @@ def sparse(dense: Sequence[int]) -> Sparse:
     return pack(chain.from_iterable((i, dense[i]) for i in compress(range(len(dense)), dense)))
 
 
-def to_json(pairs: Sequence[int] | None) -> dict[str, Any] | None:
+def to_json(pairs: Sequence[int] | None) -> Fine | None:
     """The JSON form (as on the wire) of sparse pairs; None stays None."""
     if pairs is None:
         return None

@@ -12,9 +12,13 @@ from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from itertools import accumulate
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sidecar import fine as fine_histogram
+from sidecar.fine import to_json as fine_json
+
+if TYPE_CHECKING:
+    from sidecar.documents import Figures
 
 __all__ = ["Totals", "add_all", "complete_fine", "delta", "histogram_quantile", "summarise"]
 
@@ -144,8 +148,9 @@ def histogram_quantile(q: float, bounds: tuple[float, ...], counts: tuple[int, .
 
 
 def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max: float
-              ) -> dict[str, Any]:
-    """The JSON figures for one RPC (or the sum of RPCs) over a window of ``seconds``."""
+              ) -> Figures:
+    """The figures (:class:`sidecar.documents.Figures`) of one RPC, or the sum of RPCs, over a
+    window of ``seconds``; ``fine`` is the window's fine counts when they account for every call."""
     count = d.handled
     ok = d.codes.get("OK", 0)
     errors = count - ok
@@ -195,4 +200,5 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         "exceptions": dict(sorted(d.exceptions.items())),
         "last_error": None if d.last_error is None else {
             "code": d.last_error[0], "time": d.last_error[1]},
+        "fine": fine_json(complete_fine(d)),
     }
