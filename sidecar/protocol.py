@@ -344,21 +344,7 @@ def decode(data: bytes) -> Message:
 
 def _row(obj: Any, n_hist: int) -> Row:
     """One row of ``rpcs``; a ProtocolError's detail starts with the field (after ``rpcs[i]``)."""
-    if type(obj) is not dict:
-        raise ProtocolError("bad_field", f" must be an object, not {_kind(obj)}")
-    service = _name(_get(obj, "service", str, "."), ".service")
-    method = _name(_get(obj, "method", str, "."), ".method")
-    rpc_type = obj.get("type", "unary")
-    if rpc_type not in RPC_TYPES:
-        raise ProtocolError("bad_field", f".type {rpc_type!r} is not one of "
-                                         f"{', '.join(RPC_TYPES)}")
-    started = _int(_need(obj, "started", "."), ".started")
-    codes = _codes(_get(obj, "codes", dict, "."))
-    hist = _ints(_get(obj, "hist", list, "."), ".hist")
-    if len(hist) != n_hist:
-        raise ProtocolError("bad_field", f".hist has {len(hist)} counts; the bucket bounds "
-                                         f"need {n_hist} (one more for +Inf)")
-    total = _number(_get(obj, "sum", _NUMBER, "."), ".sum")
+    service, method, rpc_type, started, codes, hist, total = _core(obj, n_hist)
     largest = _number(obj["max"], ".max") if "max" in obj else 0.0
     exceptions = _exceptions(obj["exceptions"]) if "exceptions" in obj else {}
     last = obj.get("last_error")
@@ -375,6 +361,52 @@ def _row(obj: Any, n_hist: int) -> Row:
     msg_sent = _int(obj["msg_sent"], ".msg_sent") if "msg_sent" in obj else codes.get("OK", 0)
     return Row(service, method, rpc_type, started, codes, hist, total, largest, exceptions,
                last_error, msg_received, msg_sent)
+
+
+def _core(obj: Any, n_hist: int) -> tuple[str, str, str, int, dict[str, int], tuple[int, ...],
+                                         float]:
+    """The required fields of a row: checked at the cost of a few C calls when valid."""
+    if type(obj) is dict:
+        get = obj.get
+        service, method, rpc_type = get("service"), get("method"), get("type", "unary")
+        started, codes, hist, total = get("started"), get("codes"), get("hist"), get("sum")
+        if (type(service) is str and type(method) is str
+                and 0 < len(service) <= MAX_NAME and 0 < len(method) <= MAX_NAME
+                and (service.isprintable() or not FORBIDDEN.search(service))
+                and (method.isprintable() or not FORBIDDEN.search(method))
+                and rpc_type in RPC_TYPES and type(started) is int and 0 <= started <= MAX_INT
+                and type(codes) is dict and codes.keys() <= _CODE_SET and _plain(codes.values())
+                and type(hist) is list and len(hist) == n_hist and _plain(hist)
+                and type(total) is float and 0 <= total < math.inf):
+            return service, method, rpc_type, started, codes, tuple(hist), total
+    return _core_checked(obj, n_hist)
+
+
+def _plain(values: Any) -> bool:
+    """True when every value is a JSON integer written as one, 0 to MAX_INT."""
+    return set(map(type, values)) <= _INT_ONLY and (
+        not values or (min(values) >= 0 and max(values) <= MAX_INT))
+
+
+def _core_checked(obj: Any, n_hist: int) -> tuple[str, str, str, int, dict[str, int],
+                                                  tuple[int, ...], float]:
+    """:func:`_core` field by field, converting 7.0 to 7, raising the exact error."""
+    if type(obj) is not dict:
+        raise ProtocolError("bad_field", f" must be an object, not {_kind(obj)}")
+    service = _name(_get(obj, "service", str, "."), ".service")
+    method = _name(_get(obj, "method", str, "."), ".method")
+    rpc_type = obj.get("type", "unary")
+    if rpc_type not in RPC_TYPES:
+        raise ProtocolError("bad_field", f".type {rpc_type!r} is not one of "
+                                         f"{', '.join(RPC_TYPES)}")
+    started = _int(_need(obj, "started", "."), ".started")
+    codes = _codes(_get(obj, "codes", dict, "."))
+    hist = _ints(_get(obj, "hist", list, "."), ".hist")
+    if len(hist) != n_hist:
+        raise ProtocolError("bad_field", f".hist has {len(hist)} counts; the bucket bounds "
+                                         f"need {n_hist} (one more for +Inf)")
+    total = _number(_get(obj, "sum", _NUMBER, "."), ".sum")
+    return service, method, rpc_type, started, codes, hist, total
 
 
 _NUMBER = (int, float)
@@ -479,6 +511,9 @@ def _codes(obj: dict[str, Any]) -> dict[str, int]:
 
 def _exceptions(obj: Any) -> dict[str, int]:
     """Exception type -> count; names repaired (cut, cleaned), counts of equal names added."""
+    if type(obj) is dict and len(obj) <= MAX_KEYS and _plain(obj.values()) and all(
+            0 < len(k) <= MAX_EXCEPTION and k.isprintable() for k in obj):
+        return obj
     if type(obj) is not dict:
         raise ProtocolError("bad_field", f".exceptions must be an object, not {_kind(obj)}")
     if len(obj) > MAX_KEYS:
