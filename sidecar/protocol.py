@@ -96,9 +96,9 @@ class ProtocolError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a setattr call per field
 class Row:
-    """Cumulative totals of one RPC method in one process."""
+    """Cumulative totals of one RPC method in one process (never changed once decoded)."""
 
     service: str
     method: str
@@ -350,7 +350,8 @@ def _row(obj: Any, n_hist: int) -> Row:
     last = obj.get("last_error")
     last_error = None
     if last is not None:
-        if (type(last) is not list or len(last) != 2 or last[0] not in _CODE_SET
+        if (type(last) is not list or len(last) != 2 or type(last[0]) is not str
+                or last[0] not in _CODE_SET
                 or type(last[1]) not in _NUMBER or not math.isfinite(last[1])):
             raise ProtocolError("bad_field", ".last_error must be [CODE, unix time]")
         last_error = (last[0], float(last[1]))
