@@ -226,3 +226,14 @@ def test_hostile_but_printable_names_are_accepted_as_data() -> None:
     """Markup in a method name is data, not an error: the outputs escape it."""
     msg = decode(json.dumps(message(rpcs=[row(method='<img src=x onerror=alert(1)>"}')])).encode())
     assert msg.rows[0].method == '<img src=x onerror=alert(1)>"}'
+
+
+def test_a_row_no_datagram_holds_is_left_out_not_sent_oversized() -> None:
+    """A row larger than the datagram limit is returned as too large; the others are sent."""
+    big = row("Big", exceptions={f"E{i:03d}" + "e" * 120: 1 for i in range(60)})
+    datagrams, rest, too_large = protocol.encode_parts(
+        source=SOURCE, seq=1, time=1.0, buckets=DEFAULT_BUCKETS, rows=[row("A"), big, row("B")],
+        health="healthy", checks={}, reporter={}, limit=4096)
+    assert too_large == [big] and not rest
+    assert all(len(d) <= 4096 for d in datagrams)
+    assert [r.method for d in datagrams for r in decode(d).rows] == ["A", "B"]

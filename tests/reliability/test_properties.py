@@ -230,3 +230,20 @@ def test_json_documents_stay_strict_json_whatever_was_accepted(
     exposition = Exposition(store)
     json.dumps(exposition.snapshot({}), allow_nan=False)
     json.dumps(exposition.history(), allow_nan=False)
+
+
+@SETTINGS
+@given(rows(), st.sampled_from(["service", "method", "type", "started", "codes", "hist", "sum"]),
+       json_values)
+def test_the_fast_row_check_accepts_only_what_the_careful_one_accepts(
+        row: dict[str, Any], field: str, value: Any) -> None:
+    """The decoder's fast path for valid rows never accepts what field-by-field checks refuse."""
+    row[field] = value
+
+    def outcome(check: Any) -> Any:
+        try:
+            return check(row, len(protocol.DEFAULT_BUCKETS) + 1)
+        except ProtocolError as err:
+            return err.reason, err.detail
+
+    assert outcome(protocol._core) == outcome(protocol._core_checked)
