@@ -56,13 +56,18 @@ print(json.dumps({"n": len(data), "loads": loads, "ingest": ingest, "rejected": 
 """
 
 
-def snapshots(n: int) -> list[bytes]:
-    """``n`` pushes of one busy process with the Oracle's 8 methods."""
+def snapshots(n: int, go_names: bool = True) -> list[bytes]:
+    """``n`` pushes of one busy process with the Oracle's 8 methods.
+
+    Codes are spelt as Go does, as this tree's reporter sends them, or (``go_names`` False)
+    upper case, the only spelling the code before the Go names accepted.
+    """
+    internal, not_found = ("Internal", "NotFound") if go_names else ("INTERNAL", "NOT_FOUND")
     rng = random.Random(7)
     n_hist = len(protocol.DEFAULT_BUCKETS) + 1
     rows: list[dict[str, Any]] = [
         {"service": SERVICE, "method": m, "type": "unary", "started": 0,
-         "codes": {"OK": 0, "INTERNAL": 0, "NOT_FOUND": 0}, "hist": [0] * n_hist, "sum": 0.0,
+         "codes": {"OK": 0, internal: 0, not_found: 0}, "hist": [0] * n_hist, "sum": 0.0,
          "max": 0.0, "exceptions": {"KeyError": 0}} for m in METHODS]
     out = []
     for seq in range(1, n + 1):
@@ -70,13 +75,13 @@ def snapshots(n: int) -> list[bytes]:
             k = rng.randint(50, 150)
             row["started"] += k
             row["codes"]["OK"] += k - 2
-            row["codes"]["INTERNAL"] += 1
-            row["codes"]["NOT_FOUND"] += 1
+            row["codes"][internal] += 1
+            row["codes"][not_found] += 1
             row["exceptions"]["KeyError"] += 1
             row["hist"][rng.randint(0, 6)] += k
             row["sum"] = round(row["sum"] + k * 0.004, 9)
             row["max"] = 0.3
-            row["last_error"] = ["INTERNAL", 1.8e9 + seq]
+            row["last_error"] = [internal, 1.8e9 + seq]
         out += protocol.encode(
             source={"id": "bench-ingest", "pid": 4242, "started": time.time(),
                     "service": SERVICE, "version": "bench"},
@@ -171,18 +176,21 @@ def _pushes(procs: Procs, pushes: int, paced: bool) -> dict[str, Any]:
 def run(quick: bool, machine: str, command: str) -> Section:
     n = 300 if quick else 2000
     rounds = 2 if quick else 5
-    data = snapshots(n)
+    # Each code gets the spelling its own reporter sends (the code before accepts upper case only).
+    streams = {"after": snapshots(n), "before": snapshots(n, go_names=False)}
+    data = streams["after"]
     inproc: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     real: dict[str, list[float]] = {"before": [], "after": []}
     with tempfile.TemporaryDirectory() as tmp, Procs() as procs:
-        data_file = Path(tmp) / "snapshots.jsonl"
-        data_file.write_bytes(b"\n".join(data))
+        files = {name: Path(tmp) / f"{name}.jsonl" for name in streams}
+        for name, path in files.items():
+            path.write_bytes(b"\n".join(streams[name]))
         before = _before_tree(Path(tmp) / "before")
         trees = {"after": ROOT, **({"before": before} if before else {})}
         for _ in range(rounds):
             for name, tree in trees.items():
-                inproc[name].append(_probe(tree, data_file))
-                real[name].append(_real_process(procs, tree, data))
+                inproc[name].append(_probe(tree, files[name]))
+                real[name].append(_real_process(procs, tree, streams[name]))
         pushes = 3 if quick else 10
         paced = _pushes(procs, pushes, paced=True)
         unpaced = _pushes(procs, pushes, paced=False)
