@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import operator
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -340,14 +339,10 @@ def decode(data: bytes) -> Message:
     if type(final) is not bool:
         raise ProtocolError("bad_field", f"final must be true or false, not {_kind(final)}")
 
-    n_hist = len(buckets) + 1
-    fast = _rows_at_once(raw_rows, n_hist)
-    if fast is not None:
-        return Message(source, pid, started, service, version, seq, time, part, parts, buckets,
-                       fast, health, checks, dropped, send_errors, overflow, final)
     rows: list[Row] = []
     rejected: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    n_hist = len(buckets) + 1
     for i, raw in enumerate(raw_rows):
         try:
             row = _row(raw, n_hist)
@@ -366,87 +361,18 @@ def decode(data: bytes) -> Message:
                    tuple(rejected))
 
 
-_ROW_KEYS = frozenset(("service", "method", "type", "started", "codes", "hist", "sum", "max",
-                       "exceptions", "last_error", "msg_received", "msg_sent"))
-_REQUIRED = operator.itemgetter("service", "method", "started", "codes", "hist", "sum")
-_TYPE_SET = frozenset(RPC_TYPES)
-_FLOAT_OR_INT = {float, int}
-
-
-def _rows_at_once(raw: list[Any], n_hist: int) -> tuple[Row, ...] | None:
-    """Every row of a message, checked with a few C calls over the whole message at once.
-
-    Exactly what :func:`_row` makes of each row, for the common case: every row valid, written
-    plainly (integers as integers, Go's code names, no member this version does not know, no
-    duplicate). None for anything else, and the rows are then decoded one by one, which also
-    finds the exact reason for each bad one.
-    """
-    if not raw:
-        return ()
-    try:
-        if set(map(type, raw)) != {dict} or not all(r.keys() <= _ROW_KEYS for r in raw):
-            return None
-        services, methods, started, codes, hists, sums = zip(*map(_REQUIRED, raw), strict=True)
-        types = [r.get("type", "unary") for r in raw]
-        sums_f = list(map(float, sums))  # a number too large for a double raises
-        maxes = [float(r.get("max", 0.0)) for r in raw]
-        excs = [r.get("exceptions", {}) for r in raw]
-        received = [r.get("msg_received", _ABSENT) for r in raw]
-        sent = [r.get("msg_sent", _ABSENT) for r in raw]
-        names = services + methods
-        keys = list(itertools.chain.from_iterable(excs))
-        ints = [*started, *itertools.chain.from_iterable(hists),
-                *itertools.chain.from_iterable(map(dict.values, codes)),
-                *itertools.chain.from_iterable(map(dict.values, excs)),
-                *(n for n in received if n is not _ABSENT), *(n for n in sent if n is not _ABSENT)]
-        if not (set(map(type, names)) == {str} and min(map(len, names)) > 0
-                and max(map(len, names)) <= MAX_NAME and set(types) <= _TYPE_SET
-                and set(map(type, codes)) == {dict} and set(map(type, hists)) == {list}
-                and set(map(type, excs)) == {dict} and set(map(len, hists)) == {n_hist}
-                and max(map(len, excs)) <= MAX_KEYS and _plain(ints)
-                and set(itertools.chain.from_iterable(codes)) <= _CODE_SET
-                and set(map(type, sums)) <= _FLOAT_OR_INT
-                and set(type(r["max"]) for r in raw if "max" in r) <= _FLOAT_OR_INT
-                and min(sums_f) >= 0 and 0 <= sum(sums_f) < math.inf
-                and min(maxes) >= 0 and 0 <= sum(maxes) < math.inf
-                and len(set(zip(services, methods, strict=True))) == len(raw)):
-            return None
-        joined = "".join(names)
-        if not joined.isprintable() and FORBIDDEN.search(joined):
-            return None
-        if keys and not (min(map(len, keys)) > 0 and max(map(len, keys)) <= MAX_EXCEPTION
-                         and "".join(keys).isprintable()):
-            return None
-        last_errors = [_last_error(r["last_error"]) if "last_error" in r else None for r in raw]
-    except (TypeError, ValueError, KeyError, OverflowError, ProtocolError):
-        return None  # a missing field, an unhashable type, a huge number: one by one
-    return tuple(
-        Row(sv, mt, tp, st, cd, tuple(hs), su, mx, ex, le,
-            st if mr is _ABSENT else mr, cd.get("OK", 0) if ms is _ABSENT else ms)
-        for sv, mt, tp, st, cd, hs, su, mx, ex, le, mr, ms in zip(
-            services, methods, types, started, codes, hists, sums_f, maxes, excs, last_errors,
-            received, sent, strict=True))
-
-
-_ABSENT: Any = object()
-
-
-def _last_error(last: Any) -> tuple[str, float] | None:
-    """``[code name, unix time]`` as (Go's name, time); None for JSON null."""
-    if last is None:
-        return None
-    code = code_name(last[0]) if type(last) is list and len(last) == 2 else None
-    if code is None or type(last[1]) not in _NUMBER or not math.isfinite(last[1]):
-        raise ProtocolError("bad_field", ".last_error must be [code name, unix time]")
-    return code, float(last[1])
-
-
 def _row(obj: Any, n_hist: int) -> Row:
     """One row of ``rpcs``; a ProtocolError's detail starts with the field (after ``rpcs[i]``)."""
     service, method, rpc_type, started, codes, hist, total = _core(obj, n_hist)
     largest = _number(obj["max"], ".max") if "max" in obj else 0.0
     exceptions = _exceptions(obj["exceptions"]) if "exceptions" in obj else {}
-    last_error = _last_error(obj.get("last_error"))
+    last = obj.get("last_error")
+    last_error = None
+    if last is not None:
+        code = code_name(last[0]) if type(last) is list and len(last) == 2 else None
+        if code is None or type(last[1]) not in _NUMBER or not math.isfinite(last[1]):
+            raise ProtocolError("bad_field", ".last_error must be [code name, unix time]")
+        last_error = (code, float(last[1]))
     # Messages received and sent; a sender that does not count them is taken to be unary:
     # one request per started call, one response per OK.
     msg_received = _int(obj["msg_received"], ".msg_received") if "msg_received" in obj \

@@ -247,26 +247,3 @@ def test_the_fast_row_check_accepts_only_what_the_careful_one_accepts(
             return err.reason, err.detail
 
     assert outcome(protocol._core) == outcome(protocol._core_checked)
-
-
-ROW_FIELDS = ["service", "method", "type", "started", "codes", "hist", "sum", "max", "exceptions",
-              "last_error", "msg_received", "msg_sent", "extra"]
-
-
-@SETTINGS
-@given(st.lists(rows(), min_size=1, max_size=6), st.lists(
-    st.tuples(st.integers(0, 5), st.sampled_from(ROW_FIELDS), st.one_of(
-        json_values, st.sampled_from([7.0, 2**53, 1e21, -0.0, 10**400, "Internal", "INTERNAL",
-                                      {"OK": 1.0}, {"Internal": 1}, ["Internal", 1.0], None]))),
-    max_size=3))
-def test_decoding_all_rows_at_once_is_the_same_as_one_by_one(
-        body: list[dict[str, Any]], changes: list[tuple[int, str, Any]]) -> None:
-    """The whole-message fast path returns exactly the rows the careful path makes, or None."""
-    for index, field, value in changes:
-        if index < len(body):
-            body[index][field] = value
-    n_hist = len(protocol.DEFAULT_BUCKETS) + 1
-    fast = protocol._rows_at_once(body, n_hist)
-    if fast is not None:
-        assert list(fast) == [protocol._row(r, n_hist) for r in body]
-        assert len({(r.service, r.method) for r in fast}) == len(fast)
