@@ -535,9 +535,14 @@ def _codes(obj: dict[str, Any]) -> dict[str, int]:
 
 def _exceptions(obj: Any) -> dict[str, int]:
     """Exception type -> count; names repaired (cut, cleaned), counts of equal names added."""
-    if type(obj) is dict and len(obj) <= MAX_KEYS and _plain(obj.values()) and all(
-            0 < len(k) <= MAX_EXCEPTION and k.isprintable() for k in obj):
-        return obj
+    if type(obj) is dict and len(obj) <= MAX_KEYS and _plain(obj.values()):
+        if obj.keys() <= _GOOD_EXCEPTIONS:  # names seen valid before: one C-level subset test
+            return obj
+        if all(0 < len(k) <= MAX_EXCEPTION and k.isprintable() for k in obj):
+            if len(_GOOD_EXCEPTIONS) > 4096:  # bounded, whatever senders invent
+                _GOOD_EXCEPTIONS.clear()
+            _GOOD_EXCEPTIONS.update(obj)
+            return obj
     if type(obj) is not dict:
         raise ProtocolError("bad_field", f".exceptions must be an object, not {_kind(obj)}")
     if len(obj) > MAX_KEYS:
@@ -549,6 +554,9 @@ def _exceptions(obj: Any) -> dict[str, int]:
         name = _repair(key, MAX_EXCEPTION, "\ufffd")
         out[name] = out.get(name, 0) + n
     return out
+
+
+_GOOD_EXCEPTIONS: set[str] = set()  # exception names that need no repair
 
 
 def _checks(obj: Any) -> dict[str, str]:
