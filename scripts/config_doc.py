@@ -22,7 +22,8 @@ HEAD = """# Configuration
 Every flag has an environment-variable twin: a flag wins over its variable, a variable over the
 default. A bad value stops the command before it starts, with a message that names the flag or
 the variable and says what is expected (exit code 2). Lists given through a variable are
-comma-separated.
+comma-separated. Durations take a unit (`30s`, `5m`, `1h30m`, `250ms`, `2d`) or a bare number
+of seconds.
 
 This file is generated from the code by `scripts/config_doc.py`; edit the flags' help there.
 """

@@ -15,11 +15,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 
-# Debian packages the tests drive for real: the Prometheus server with promtool, and Chromium.
+# Debian packages the tests drive for real: the Prometheus server with promtool, Chromium, and
+# Go with go-grpc-prometheus for the reference server of tests/prometheus/test_goref.py.
 if (( want_test )); then
   missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  command -v go >/dev/null || missing+=(golang-go)
+  for pkg in golang-google-grpc-dev golang-github-grpc-ecosystem-go-grpc-prometheus-dev \
+             golang-github-prometheus-client-golang-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "setup: the tests need the Debian packages ${missing[*]}; run as root or install them" >&2

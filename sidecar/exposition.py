@@ -12,6 +12,7 @@ import math
 import platform
 import time
 from collections.abc import Iterator
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
@@ -24,7 +25,6 @@ from prometheus_client.core import (
     InfoMetricFamily,
     Metric,
 )
-from prometheus_client.utils import floatToGoString
 
 from sidecar import __version__, protocol
 from sidecar.stats import Totals, delta, summarise
@@ -56,8 +56,7 @@ class _RpcCollector:
         exceptions = CounterMetricFamily("oracle_sidecar_rpc_exceptions_total",
                                          "Uncaught exceptions in RPC handlers, by type.",
                                          labels=["grpc_service", "grpc_method", "exception"])
-        bounds = [floatToGoString(b)  # type: ignore[no-untyped-call]
-                  for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
+        bounds = [go_float(b) for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
         for (service, method, rpc_type), t in sorted(totals.items()):
             values = [rpc_type, service, method]
             started.add_metric(values, t.started)
@@ -75,6 +74,7 @@ class _RpcCollector:
         yield handled
         yield seconds
         yield exceptions
+        yield from _messages(totals)
 
         yield CounterMetricFamily("oracle_sidecar_messages_received_total",
                                   "Datagrams received from reporters.", value=store.received)
@@ -101,6 +101,44 @@ class _RpcCollector:
         yield CounterMetricFamily("oracle_sidecar_series_overflow_total",
                                   "RPC series refused by this sidecar's series limit.",
                                   value=len(store.overflow_keys))
+
+
+# -- go-grpc-prometheus compatibility (issue 12): messages per method and Go's float spelling ----
+
+def _messages(totals: dict[Key, Totals]) -> Iterator[Metric]:
+    """grpc_server_msg_received_total / grpc_server_msg_sent_total, one series per method."""
+    labels = ["grpc_type", "grpc_service", "grpc_method"]
+    received = CounterMetricFamily("grpc_server_msg_received_total",
+                                   "RPC stream messages received on the server.", labels=labels)
+    sent = CounterMetricFamily("grpc_server_msg_sent_total",
+                               "gRPC stream messages sent by the server.", labels=labels)
+    for (service, method, rpc_type), t in sorted(totals.items()):
+        received.add_metric([rpc_type, service, method], t.msg_received)
+        sent.add_metric([rpc_type, service, method], t.msg_sent)
+    yield received
+    yield sent
+
+
+def go_float(value: float) -> str:
+    """``value`` as Go's strconv.FormatFloat(value, 'g', -1, 64) writes it: ``1``, ``0.005``,
+    ``2.5``, ``1e+06``; the spelling client_golang gives ``le``, so ``le="1"`` selects ours too."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if value == 0 or math.isnan(value):
+        return "0" if value == 0 else "NaN"
+    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
+    text = "".join(map(str, digits))
+    point = len(text) + int(exponent)  # the decimal point's place after the first digit
+    if point - 1 < -4 or point - 1 >= 6:  # shortest 'g' switches to %e past these
+        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
+        out = f"{mantissa}e{point - 1:+03d}"
+    elif point <= 0:
+        out = "0." + "0" * -point + text
+    elif point >= len(text):
+        out = text + "0" * (point - len(text))
+    else:
+        out = text[:point] + "." + text[point:]
+    return ("-" if sign else "") + out
 
 
 class _StateCollector:

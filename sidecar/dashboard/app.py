@@ -450,9 +450,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="label selector of the Oracle pods")
     add(parser, "--sidecar-port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
         help="port of the sidecar on each pod")
-    add(parser, "--refresh", env="DASHBOARD_REFRESH", type=options.positive_float, default=5.0,
+    add(parser, "--refresh", env="DASHBOARD_REFRESH", type=options.positive_duration, default=5.0,
         help="seconds between the page's refreshes")
-    add(parser, "--timeout", env="DASHBOARD_TIMEOUT", type=options.positive_float, default=2.0,
+    add(parser, "--timeout", env="DASHBOARD_TIMEOUT", type=options.positive_duration, default=2.0,
         help="seconds one pod has to answer")
     add(parser, "--alert-state-configmap", env="ALERT_STATE_CONFIGMAP",
         help="name of the alerter's state ConfigMap, to show the alerts")

@@ -289,7 +289,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 default="localhost:50052", help="the Oracle, HOST:PORT")
     options.add(parser, "--requests", env="LOAD_REQUESTS", type=options.positive_int,
                 help="stop after this many calls")
-    options.add(parser, "--duration", env="LOAD_DURATION", type=options.positive_float,
+    options.add(parser, "--duration", env="LOAD_DURATION", type=options.positive_duration,
                 help="stop after this many seconds (without either: until Ctrl-C)")
     options.add(parser, "--concurrency", env="LOAD_CONCURRENCY", type=options.positive_int,
                 default=8, help="calls in flight at most")
@@ -297,7 +297,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 help="calls per second at most (default: as fast as the Oracle answers)")
     options.add(parser, "--mix", env="LOAD_MIX", type=parse_mix, repeat=True,
                 help="METHOD[=WEIGHT],... (default: every method, equal weights)")
-    options.add(parser, "--timeout", env="LOAD_TIMEOUT", type=options.positive_float,
+    options.add(parser, "--timeout", env="LOAD_TIMEOUT", type=options.positive_duration,
                 default=30.0, help="deadline of each call, in seconds")
     options.flag(parser, "--json", env="LOAD_JSON",
                  help="print one JSON object with the results instead of a table")

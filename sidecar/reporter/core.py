@@ -18,7 +18,7 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
@@ -32,13 +32,15 @@ PACING_BUDGET = 0.5  # seconds a snapshot may wait for the sidecar to drain its 
 log = logging.getLogger("sidecar.reporter")
 
 HealthCallback = Callable[[], tuple[str, dict[str, str]]]
+# What start(methods=...) takes: names (unary), {name: type}, or (name, type) pairs.
+Methods = Iterable[str] | Iterable[tuple[str, str]] | Mapping[str, str]
 
 
 class Series:
     """One RPC method's counters in one thread. Only that thread writes them."""
 
-    __slots__ = ("codes", "exceptions", "hist", "last_error", "max", "method", "ok",
-                 "service", "started", "sum", "type")
+    __slots__ = ("codes", "exceptions", "hist", "last_error", "max", "method", "msg_received",
+                 "msg_sent", "ok", "service", "started", "sum", "type")
 
     def __init__(self, service: str, method: str, rpc_type: str, n_buckets: int) -> None:
         self.service = service
@@ -52,6 +54,44 @@ class Series:
         self.max = 0.0
         self.exceptions: dict[str, int] = {}
         self.last_error: tuple[str, float] | None = None
+        # Stream messages, counted by the interceptors for streaming types only; a unary row's
+        # are its calls and its OKs, as go-grpc-prometheus counts them (see Reporter.rows).
+        self.msg_received = 0
+        self.msg_sent = 0
+
+
+def declared_methods(methods: Methods = (), services: Iterable[Any] = ()) -> list[tuple[str, str]]:
+    """``(/pkg.Service/Method, grpc_type)`` of every method declared to :func:`start`.
+
+    ``methods``: full names (unary), a ``{name: type}`` mapping or ``(name, type)`` pairs, the
+    type one of ``unary``, ``client_stream``, ``server_stream``, ``bidi_stream``.
+    ``services``: protobuf service descriptors (``pb2.DESCRIPTOR.services_by_name["Svc"]``),
+    read duck-typed (``full_name``; ``methods`` with ``name``, ``client_streaming``,
+    ``server_streaming``), so this module never imports protobuf.
+    """
+    out: list[tuple[str, str]] = []
+    items = methods.items() if isinstance(methods, Mapping) else methods
+    for item in items:
+        full, rpc_type = (item, "unary") if isinstance(item, str) else item
+        if rpc_type not in protocol.RPC_TYPES:
+            raise ValueError(f"method {full!r}: type {rpc_type!r} is not one of "
+                             f"{', '.join(protocol.RPC_TYPES)}")
+        out.append((full, rpc_type))
+    for service in services:
+        try:
+            name, methods_of = service.full_name, list(service.methods)
+            for m in methods_of:
+                client, server = m.client_streaming, m.server_streaming
+                out.append((f"/{name}/{m.name}", _TYPES[bool(client), bool(server)]))
+        except AttributeError as err:
+            raise TypeError(f"services takes protobuf service descriptors, e.g. "
+                            f"pb2.DESCRIPTOR.services_by_name['Name'], not "
+                            f"{type(service).__name__} ({err})") from None
+    return out
+
+
+_TYPES = {(False, False): "unary", (True, False): "client_stream",
+          (False, True): "server_stream", (True, True): "bidi_stream"}
 
 
 def split_method(full: str, default_service: str) -> tuple[str, str]:
@@ -71,12 +111,13 @@ class Reporter:
         self,
         service: str = "",
         version: str = "",
-        methods: Iterable[str] = (),
+        methods: Methods = (),
         socket_path: str | None = None,
         interval: float = 1.0,
         buckets: tuple[float, ...] = protocol.DEFAULT_BUCKETS,
         max_series: int = 1000,
         health_timeout: float = 0.5,
+        services: Iterable[Any] = (),
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be above zero seconds, not {interval}")
@@ -94,7 +135,8 @@ class Reporter:
         self._health_pool: ThreadPoolExecutor | None = None
         self._health_pending: Future[tuple[str, dict[str, str]]] | None = None
         self._lock = threading.Lock()  # guards the table registry and the series count
-        self._methods = [m for m in methods]
+        self._methods = declared_methods(methods, services)
+        self._retyped_logged: set[str] = set()
         self._reset_state()
         self._closed = False
         self._flusher: threading.Thread | None = None
@@ -120,11 +162,11 @@ class Reporter:
         self._next_part = 0  # the part a split snapshot starts with (the first given up)
         self._carry: set[tuple[str, str]] = set()  # rows past 64 parts, sent first next time
         self._too_large_logged = False
-        for full in self._methods:
+        for full, rpc_type in self._methods:
             service, method = split_method(full, self.service)
             key = f"/{service}/{method}"
             if key not in self._retired:
-                self._retired[key] = Series(service, method, "unary", len(self.buckets) + 1)
+                self._retired[key] = Series(service, method, rpc_type, len(self.buckets) + 1)
                 self._series_count += 1
 
     # -- the per-RPC path ---------------------------------------------------------------------
@@ -152,10 +194,24 @@ class Reporter:
                     self.overflow += 1
                     return None
                 self._series_count += 1
+            declared = self._retired.get(full_method)
+            if declared is not None and declared.type != rpc_type:
+                self._retype(declared, full_method, rpc_type)
         service, method = split_method(full_method, self.service)
         created = Series(service, method, rpc_type, len(self.buckets) + 1)
         table[full_method] = created
         return created
+
+    def _retype(self, declared: Series, full_method: str, rpc_type: str) -> None:
+        """A method declared with one type turned out to be another (under self._lock)."""
+        if full_method not in self._retyped_logged:
+            self._retyped_logged.add(full_method)
+            log.warning("%s was declared %s but its handler is %s; it is reported as %s. Declare "
+                        "it with its type (methods={name: type} or services=[descriptor]) so "
+                        "that the first pushes do not show it as %s", full_method,
+                        declared.type, rpc_type, rpc_type, declared.type)
+        if not (declared.started or declared.ok or declared.codes):  # still the zero row
+            declared.type = rpc_type
 
     def observe(self, series: Series, seconds: float, code: str = "OK",
                 exception: str | None = None) -> None:
@@ -274,6 +330,7 @@ class Reporter:
                         "service": s.service, "method": s.method, "type": s.type,
                         "started": 0, "codes": {}, "hist": [0] * len(s.hist), "sum": 0.0,
                         "max": 0.0, "exceptions": {}, "last_error": None,
+                        "msg_received": 0, "msg_sent": 0,
                     }
                 _add_into(row, s)
         out = []
@@ -282,6 +339,8 @@ class Reporter:
             # A series is read without a lock, so `started` may be read before an RPC that was
             # finished by the time `ok` is read: keep started >= handled, as the protocol asks.
             row["started"] = max(row["started"], sum(codes.values()))
+            if row["type"] == "unary":  # go-grpc-prometheus: 1 received per call, 1 sent per OK
+                row["msg_received"], row["msg_sent"] = row["started"], codes.get("OK", 0)
             if row["last_error"] is None:
                 del row["last_error"]
             if not row["exceptions"]:
@@ -491,6 +550,8 @@ def _add_into(row: dict[str, Any], s: Series) -> None:
         hist[i] += n
     row["sum"] += s.sum
     row["max"] = max(row["max"], s.max)
+    row["msg_received"] += s.msg_received
+    row["msg_sent"] += s.msg_sent
     for name, n in s.exceptions.copy().items():
         row["exceptions"][name] = row["exceptions"].get(name, 0) + n
     if s.last_error is not None and (row["last_error"] is None
@@ -512,6 +573,8 @@ def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> 
             t.hist[i] += n
         t.sum += s.sum
         t.max = max(t.max, s.max)
+        t.msg_received += s.msg_received
+        t.msg_sent += s.msg_sent
         for name, n in s.exceptions.items():
             t.exceptions[name] = t.exceptions.get(name, 0) + n
         if s.last_error is not None and (t.last_error is None or s.last_error[1] > t.last_error[1]):

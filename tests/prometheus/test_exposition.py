@@ -64,7 +64,12 @@ def test_demo_oracle_methods_are_exported_at_zero_before_any_call(sidecar: Sidec
         assert methods == dict.fromkeys(METHODS, 0.0), family
     buckets = {dict(labels)["le"] for (name, labels), _ in samples.items()
                if name == "grpc_server_handling_seconds_bucket"}
-    assert {"10.0", "20.0", "60.0", "+Inf"} <= buckets  # the P95 > 10 s rule needs these
+    assert {"10", "20", "60", "+Inf"} <= buckets  # the P95 > 10 s rule needs these
+    assert {"0.005", "1", "2.5", "5"} <= buckets  # Go's spelling, so le="1" selects it
+    for family in ("grpc_server_msg_received_total", "grpc_server_msg_sent_total"):
+        methods = {dict(labels)["grpc_method"]: value for (name, labels), value in samples.items()
+                   if name == family}
+        assert methods == dict.fromkeys(METHODS, 0.0), family
     assert lint(text) == ""
 
 

@@ -123,11 +123,21 @@
 
   const rpcName = (row) => `${row.service}/${row.method}`;
 
-  /** "pkg.Service/Method" as a bold method over a muted service, like the RPC tables. */
+  /**
+   * An RPC as a bold method over a muted service. Long names are cut with an ellipsis so that
+   * no table grows past the screen; the full name shows on hover (title) and on keyboard focus.
+   */
+  function rpcLabel(method, service) {
+    const full = service ? `${service}/${method}` : method;
+    return h("span", { class: "rpc-name", title: full, tabindex: "0" },
+      h("span", { class: "method" }, method),
+      service ? h("span", { class: "service" }, service) : null);
+  }
+
+  /** "pkg.Service/Method" as :func:`rpcLabel` shows it. */
   function splitRpc(text) {
     const cut = text.lastIndexOf("/");
-    return [h("span", { class: "method" }, cut < 0 ? text : text.slice(cut + 1)),
-            cut < 0 ? null : h("span", { class: "service" }, text.slice(0, cut))];
+    return cut < 0 ? rpcLabel(text, "") : rpcLabel(text.slice(cut + 1), text.slice(0, cut));
   }
 
   // -- fetching ------------------------------------------------------------------------------
@@ -368,8 +378,7 @@
         h("td", { class: `${align || "num"} ${cls ? cls(row) : ""}` }, text(row))),
       summed ? h("td", { class: "num" }, String(row.pods)) : null);
     const body = rows.length
-      ? rows.map((row) => line(row, [h("span", { class: "method" }, row.method),
-                                     h("span", { class: "service" }, row.service)]))
+      ? rows.map((row) => line(row, rpcLabel(row.method, row.service)))
       : [h("tr", {}, h("td", { class: "empty", colspan: COLUMNS.length + (summed ? 2 : 1) },
                        "No RPCs in this window."))];
     return h("div", { class: "table-wrap" },
@@ -559,6 +568,17 @@
 
   // -- alerts --------------------------------------------------------------------------------
 
+  /** What happened to the alert's last message: sent to Telegram, or only logged. */
+  function lastSent(a) {
+    if (!isNum(a.last_sent)) return "not sent";
+    if (a.sent_via === "log") {
+      return h("span", { class: "logged", title: "No Telegram bot token was configured: the " +
+                         "alerter wrote the message to its log and sent nothing." },
+               `logged only, not sent · ${fmtWhen(a.last_sent)}`);
+    }
+    return fmtWhen(a.last_sent);
+  }
+
   function renderAlerts(alerts) {
     const box = $("alerts");
     const note = $("alerts-note");
@@ -577,11 +597,13 @@
       h("td", {}, badge(a.open ? a.severity || "?" : "resolved",
                         !a.open ? "muted" : a.severity === "CRITICAL" ? "bad" : "warn")),
       h("td", {}, a.kind || DASH),
-      h("td", {}, a.target || DASH),
+      h("td", { class: "target" }, a.target
+        ? h("span", { class: "clip", title: a.target, tabindex: "0" }, a.target) : DASH),
       h("td", { class: "rpc" }, a.rpc ? splitRpc(a.rpc) : DASH),
       h("td", {}, fmtWhen(a.opened)),
-      h("td", {}, fmtWhen(a.last_sent)),
-      h("td", {}, a.cooldown_until && a.cooldown_until > Date.now() / 1000
+      h("td", {}, lastSent(a)),
+      // A cooldown only matters while the alert is open: a resolved one has none to wait for.
+      h("td", {}, a.open && isNum(a.cooldown_until) && a.cooldown_until > Date.now() / 1000
         ? fmtWhen(a.cooldown_until) : DASH),
       h("td", { class: "summary" }, a.summary || "")));
     box.replaceChildren(
