@@ -230,6 +230,9 @@ def _section(n: int, data: list[bytes], inproc: dict[str, list[dict[str, float]]
     notes = [
         f"{n} snapshots of {len(data[0]):,} bytes each per round; CPU time (user + system) "
         f"of the whole run divided by the snapshots; median (range) over rounds.",
+        "CPU time per snapshot grows with the machine's load (caches and cores shared with "
+        "other work); `÷ json.loads`, the decoder's cost over parsing the same bytes with the "
+        "standard library, is the figure that carries over between machines.",
     ]
     if have_before:
         notes.append(f"In-process ingest is ×{spread(speedup).text(2)} faster than before, the "

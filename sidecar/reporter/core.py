@@ -317,7 +317,7 @@ class Reporter:
             sources = [self._retired, *(tab for _, tab in alive)]
         # Keyed by what the message says, so that two raw names cleaned to the same name make
         # one row (the sidecar takes one row per service and method). A method declared up
-        # front is a unary placeholder until its first call tells its real type.
+        # front without its kind is a unary placeholder until its first call tells the kind.
         merged: dict[tuple[str, str], dict[str, Any]] = {}
         for table in sources:
             for s in table.copy().values():
