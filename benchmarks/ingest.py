@@ -2,11 +2,11 @@
 
 - Ingest: one stream of 8-method cumulative snapshots (the Oracle's methods, three codes each,
   every count growing each push, as a busy service sends them) is ingested by the code of this
-  tree and by the code before issue 15/17's ingest work (`BEFORE`, extracted with
-  `git archive`), in alternating rounds of the same run: in-process (CPU time of
-  `Store.ingest` per snapshot, next to `json.loads` alone, the floor no Python decoder goes
-  under), and in a real `oracle-sidecar serve` process fed over its socket (the process's CPU
-  per snapshot, receiving included).
+  tree and by the code before issue 15/17's ingest work (commit 171f136 unless
+  `INGEST_BEFORE` names another, extracted with `git archive`), in alternating rounds of the
+  same run: in-process (CPU time of `Store.ingest` per snapshot, next to `json.loads` alone,
+  the floor no Python decoder goes under), and in a real `oracle-sidecar serve` process fed
+  over its socket (the process's CPU per snapshot, receiving included).
 - Split snapshots: the reference reporter with 1 500 methods of 200-character names (a
   snapshot of 10 or more parts) pushes to a real sidecar, paced as docs/protocol.md says and
   with pacing off (a part given up at the first EAGAIN, as before): parts delivered per push.

@@ -176,8 +176,9 @@ class Receiver:
                       f"reporters cannot reach this sidecar until it is removed"
         else:
             try:
-                self.close()
-                await self.open()
+                old = self.sock
+                await self.open()  # before closing the old one, which holds its inode: the
+                self._close(old)   # new socket file never reuses the old file's inode number
                 log.warning("metrics socket file had vanished; made it again",
                             extra={"socket": self.path})
                 self.problem = None
@@ -189,11 +190,15 @@ class Receiver:
         self.problem = problem
 
     def close(self) -> None:
-        if self.sock is not None:
+        self._close(self.sock)
+        self.sock = None
+
+    @staticmethod
+    def _close(sock: socket.socket | None) -> None:
+        if sock is not None:
             with contextlib.suppress(RuntimeError):  # the loop may be closed already
-                asyncio.get_running_loop().remove_reader(self.sock.fileno())
-            self.sock.close()
-            self.sock = None
+                asyncio.get_running_loop().remove_reader(sock.fileno())
+            sock.close()
 
 
 # -- the app ------------------------------------------------------------------------------------
