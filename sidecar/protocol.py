@@ -141,7 +141,7 @@ class Row:
         return sum(self.codes.values())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Row
 class Message:
     """One decoded datagram (or one part of a split snapshot)."""
 
@@ -327,9 +327,14 @@ def decode(data: bytes) -> Message:
     rep = obj.get("reporter", {})
     if type(rep) is not dict:
         raise ProtocolError("bad_field", f"reporter must be an object, not {_kind(rep)}")
-    dropped, send_errors, overflow = (
-        None if rep.get(k) is None else _int(rep[k], f"reporter.{k}")
-        for k in ("dropped", "send_errors", "overflow"))
+    dropped, send_errors, overflow = rep.get("dropped"), rep.get("send_errors"), \
+        rep.get("overflow")  # None: absent, the source keeps its last count
+    if dropped is not None:
+        dropped = _int(dropped, "reporter.dropped")
+    if send_errors is not None:
+        send_errors = _int(send_errors, "reporter.send_errors")
+    if overflow is not None:
+        overflow = _int(overflow, "reporter.overflow")
 
     raw_rows = _get(obj, "rpcs", list, "")
     if len(raw_rows) > MAX_ROWS:
