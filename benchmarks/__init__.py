@@ -16,7 +16,9 @@ given ``--output``; ``--only NAME`` picks some.
 5. ``dashboard`` (:mod:`benchmarks.dashboard`): the dashboard's /api/status and one alerter run
    against 20 targets.
 6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
-7. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
+7. ``state`` (:mod:`benchmarks.state_file`): the sidecar's state file, a save and a load
+   against ingesting the pushes.
+8. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
    ingest work, in-process and in a real sidecar; parts of a 10-part snapshot delivered per
    push, paced and not.
 
@@ -36,5 +38,6 @@ BENCHMARKS = {
     "sidecar": "benchmarks.sidecar_server",
     "dashboard": "benchmarks.dashboard",
     "freshness": "benchmarks.freshness",
+    "state": "benchmarks.state_file",
     "ingest": "benchmarks.ingest",
 }

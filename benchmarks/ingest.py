@@ -1,4 +1,4 @@
-"""Benchmark 7: ingest CPU per snapshot, before and after; split snapshots delivered per push.
+"""Benchmark 8: ingest CPU per snapshot, before and after; split snapshots delivered per push.
 
 - Ingest: one stream of 8-method cumulative snapshots (the Oracle's methods, three codes each,
   every count growing each push, as a busy service sends them) is ingested by the code of this
@@ -241,7 +241,7 @@ def _section(n: int, data: list[bytes], inproc: dict[str, list[dict[str, float]]
                      f"datagram).")
     return Section(
         key="ingest",
-        title="7. Ingest CPU per snapshot, and split snapshots delivered",
+        title="8. Ingest CPU per snapshot, and split snapshots delivered",
         intro="\n".join("- " + " ".join(item.split()) for item in
                         __doc__.split("\n\n", 1)[1].strip().removeprefix("- ").split("\n- ")),
         machine=machine, command=command, tables=[t1, t2], notes=notes,

@@ -28,6 +28,9 @@ of seconds.
 This file is generated from the code by `scripts/config_doc.py`; edit the flags' help there.
 """
 
+# Everything from this line on is written by hand and kept as it is by the generator.
+KEEP = "<!-- written by hand below; scripts/config_doc.py keeps it as it is -->"
+
 
 def _default(action: argparse.Action) -> str:
     value = getattr(action, "declared_default", action.default)
@@ -52,6 +55,9 @@ def render() -> str:
             flag = ", ".join(f"`{o}`" for o in action.option_strings)
             parts.append(f"| {flag} | {f'`{env}`' if env else ''} | {_default(action)} | "
                          f"{text} |\n")
+    kept = DOC.read_text().partition(KEEP) if DOC.exists() else ("", "", "")
+    if kept[1]:
+        parts.append(f"\n{KEEP}{kept[2]}")
     return "".join(parts)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates everything the project needs on a fresh Debian machine with Python 3.11+.
 # Safe to run again: each step is skipped when its result is already there.
-#   scripts/setup.sh          Python packages only (the demo and the sidecar)
+#   scripts/setup.sh          Python packages only (the sidecar, the demo, the benchmarks)
 #   scripts/setup.sh --test   also the Debian packages and Python packages the tests need
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -46,9 +46,11 @@ if (( want_test )); then
   fi
 fi
 
-# The virtual environment, rebuilt only when pyproject.toml changes.
-extras=bench
-(( want_test )) && extras=test,bench
+# The virtual environment, rebuilt only when pyproject.toml changes. The project's own
+# dependencies are none (the reporter alone); the extras bring the sidecar, the demo's gRPC
+# stubs, the benchmarks' alternatives and, with --test, the test tools.
+extras=sidecar,demo,bench
+(( want_test )) && extras=sidecar,demo,test,bench
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras
 if [[ ! -f $stamp ]]; then
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv

@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 
 from sidecar import __version__
+from sidecar.extras import missing_extra
 
 # subcommand -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -48,8 +50,22 @@ def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
     module, help_text = COMMANDS[chosen]
     command = sub.add_parser(chosen, help=help_text, description=help_text)
     command.set_defaults(_module=module)
-    importlib.import_module(module).configure(command)
+    _role(chosen, module).configure(command)
     return parser
+
+
+def _role(command: str, module: str) -> ModuleType:
+    """Import a command's module; without its optional extra, one line and exit code 2."""
+    line = missing_extra(command)
+    if line is None:
+        try:
+            return importlib.import_module(module)
+        except ImportError as err:
+            line = missing_extra(command, err)
+            if line is None:
+                raise
+    print(line, file=sys.stderr)
+    raise SystemExit(2)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser_for(argv).print_help()
         return 2
     args = _parser_for(argv).parse_args(argv)
-    code: int = importlib.import_module(args._module).run(args)
+    code: int = _role(args.command, args._module).run(args)
     return code
 
 

@@ -27,6 +27,7 @@ from sidecar import __version__, options, protocol
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
+from sidecar.persist import StateFile
 from sidecar.reporter.core import DEFAULT_SOCKET
 from sidecar.store import Store
 from sidecar.web import serve_until_signal
@@ -123,10 +124,11 @@ class Receiver:
 
     READ_BATCH = 64
 
-    def __init__(self, path: str, store: Store) -> None:
+    def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
         self.path = path
         self.store = store
         self.sock: socket.socket | None = None
+        self.after = after  # called after the datagrams of a wake-up (the state file's save check)
         self.inode: int | None = None
         self.problem: str | None = None
         self._buffer = bytearray(protocol.MAX_DATAGRAM + 1)
@@ -146,10 +148,10 @@ class Receiver:
             try:
                 size = sock.recv_into(self._buffer, 0, socket.MSG_TRUNC)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as err:
                 log.warning("metrics socket error: %s", err)
-                return
+                break
             if size > protocol.MAX_DATAGRAM:
                 store.reject(protocol.ProtocolError(
                     "oversized", f"{size} bytes, the limit is {protocol.MAX_DATAGRAM}"))
@@ -159,6 +161,11 @@ class Receiver:
             except Exception:  # a bug must not stop the receiver; the datagram is counted lost
                 store.rejected["bad_field"] += 1
                 log.exception("failed to apply a datagram")
+        if self.after is not None:
+            try:
+                self.after()
+            except Exception:
+                log.exception("failed after applying datagrams")
 
     async def check(self) -> None:
         """Re-bind if the socket file was removed; report a path taken by something else."""
@@ -307,8 +314,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
-    receiver = Receiver(settings.socket, store)
+    # What a previous sidecar on this socket knew, read back before the first datagram.
+    state_file = StateFile(settings.socket, store)
+    state_file.load()
+    receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
     await receiver.open()
+    state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
 
@@ -317,6 +328,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
             try:
                 store.tick()
+                state_file.maybe_save()
                 await receiver.check()
                 if settings.grpc_health_target:
                     state["grpc_serving"] = await _grpc_health(settings.grpc_health_target)
@@ -329,6 +341,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await state["ticker"]
     receiver.close()
+    state_file.save()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)

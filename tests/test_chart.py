@@ -967,3 +967,55 @@ def test_chart_metadata() -> None:
     assert meta["appVersion"] == sidecar.__version__
     assert (CHART / "templates" / "NOTES.txt").is_file()
     assert (CHART / "values.schema.json").is_file()
+
+
+def _documented_installs() -> list[tuple[str, str]]:
+    """Every `helm install … charts/oracle …` command of README.md and the chart's README."""
+    found = []
+    for doc in (CHART.parent.parent / "README.md", CHART / "README.md"):
+        for line in doc.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("helm install ") and "charts/oracle" in line:
+                found.append((str(doc.relative_to(CHART.parent.parent)), line))
+    return found
+
+
+@pytest.mark.parametrize("command", [c for _, c in _documented_installs()])
+def test_documented_helm_install_commands_render_as_written(chart: helm.Chart,
+                                                            command: str) -> None:
+    """Each README `helm install` renders with its --set values (no `required` value missing)."""
+    words = command.split()
+    release = words[2]
+    values: dict[str, Any] = {}
+    for i, word in enumerate(words):
+        if word == "--set":
+            path, _, value = words[i + 1].partition("=")
+            node = values
+            *parents, leaf = path.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            if leaf.endswith("]"):  # name[0]=value: Helm's list index
+                name, _, index = leaf[:-1].partition("[")
+                items = node.setdefault(name, [])
+                items.extend([None] * (int(index) + 1 - len(items)))
+                items[int(index)] = value
+            else:
+                node[leaf] = value
+        elif word.startswith("--") and word not in ("--namespace", "--create-namespace"):
+            raise AssertionError(f"unexpected flag {word} in {command!r}")
+    out = render(chart, values, release=release)
+    oracle = next(d for d in out.kinds("Deployment")
+                  if d["metadata"]["labels"]["app.kubernetes.io/component"] == "oracle")
+    images = [c["image"] for c in oracle["spec"]["template"]["spec"]["containers"]]
+    want = values.get("oracle", {}).get("image", {})
+    if want:
+        assert f"{want['repository']}:{want['tag']}" in images
+
+
+def test_readmes_show_an_install_with_an_oracle_image() -> None:
+    """Both READMEs show how to install with one's own Oracle image, and the reporter's snippet."""
+    docs = _documented_installs()
+    assert {name for name, c in docs if "oracle.image.tag=" in c} == {
+        "README.md", "charts/oracle/README.md"}
+    for doc in (CHART.parent.parent / "README.md", CHART / "README.md"):
+        assert "RUN pip install --no-cache-dir /tmp/oracle-sidecar" in doc.read_text()

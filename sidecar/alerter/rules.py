@@ -56,7 +56,10 @@ class Thresholds:
     p95_seconds: float = 10.0
     window: str = "5m"
     min_requests: int = 20
-    startup_grace: float = 60.0  # a sidecar younger than this with no report yet is "starting"
+    # A sidecar younger than this that has never heard from any process is "starting". Its
+    # status is "unknown" only then: once a process has reported and left (exited, expired),
+    # the sidecar says "down", so an Oracle that dies in its first minute is alerted on.
+    startup_grace: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,7 +222,7 @@ def judge(answer: Fetched, th: Thresholds) -> Verdict:
     status = health["status"]
     ready = health.get("ready")
     uptime = _number(body.get("uptime_seconds"))
-    if status == "unknown" and uptime is not None and uptime < th.startup_grace:
+    if status == "unknown" and uptime is not None and uptime < th.startup_grace:  # never heard
         return verdict("skipped", note=f"sidecar started {uptime:.0f} s ago and the Oracle has "
                                        f"not reported yet")
     if status != "healthy" or ready is False:

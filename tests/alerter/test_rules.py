@@ -41,6 +41,11 @@ CASES = [
      "failing", [("degraded", "CRITICAL", None)]),
     ("unknown-within-startup-grace", answer(snapshot("unknown", ready=False, uptime=59.9)),
      "skipped", []),
+    # the Oracle reported and exited within the sidecar's first minute: no grace
+    ("exited-within-startup-grace", answer(snapshot(
+        "down", ready=False, uptime=10.0,
+        reason="the Oracle process 7 exited 2 s ago and has not come back")),
+     "failing", [("degraded", "CRITICAL", None)]),
     ("pod-pending", answer(None, target=pod_target(phase="Pending"), error="no IP"), "skipped",
      []),
     ("pod-terminating", answer(snapshot("down", ready=False),
