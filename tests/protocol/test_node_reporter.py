@@ -236,19 +236,17 @@ def test_node_reporter_counts_are_exported_exactly(sidecar: SidecarProcess,
 
 def test_names_cleaned_as_the_spec_says_are_accepted_whole(sidecar: SidecarProcess,
                                                            node_factory: Any) -> None:
-    """Names a careless sender would get rejected (too long, control and format characters, an
-    emoji on the cut, lone surrogates) are cleaned by the Node reporter and accepted with the
-    healthy rows: nothing of the snapshot is lost."""
+    """Names a careless sender would get rows rejected for (too long, Cc control characters, an
+    emoji on the cut, lone surrogates, empty) are cleaned by the Node reporter as the spec says
+    and accepted; other Unicode (separators, format characters, spaces) passes as data."""
     hostile = {
         "x" * 255 + "\U0001f600tail": "x" * 255 + "\U0001f600",  # cut at 256 code points
-        "line\u2028sep": "line\ufffdsep",
-        "zero\u200bwidth": "zero\ufffdwidth",
-        "nbsp\u00a0here": "nbsp\ufffdhere",
-        "bell\x07del\x7f": "bell\ufffddel\ufffd",
+        "bell\x07del\x7fc1\x85": "bell\ufffddel\ufffdc1\ufffd",
         "lone\ud800": "lone\ufffd",
-        "plain spaces ok": "plain spaces ok",
+        "": "unknown",
     }
-    calls = [call(name, "OK", 0.01, 1) for name in hostile] + [call("Healthy", "OK", 0.01, 5)]
+    calls = [call(name, "OK", 0.01, 1, exception="E\x00" + "e" * 200) for name in hostile]
+    calls.append(call("Healthy", "OK", 0.01, 5))
     node = node_factory(sidecar)
     node.command(record=calls)
     want = {**{cleaned: 1.0 for cleaned in hostile.values()}, "Healthy": 5.0}
@@ -259,7 +257,12 @@ def test_names_cleaned_as_the_spec_says_are_accepted_whole(sidecar: SidecarProce
                 if name == "grpc_server_started_total"}
 
     wait_for(lambda: started() == want, 15, message="every cleaned name exported")
-    assert sample(sidecar.metrics(), "oracle_sidecar_messages_rejected_total") == 0
+    text = sidecar.metrics()
+    assert sample(text, "oracle_sidecar_messages_rejected_total") == 0
+    assert sample(text, "oracle_sidecar_rows_rejected_total") == 0
+    exceptions = {dict(labels)["exception"] for (name, labels) in parse_metrics(text)
+                  if name == "oracle_sidecar_rpc_exceptions_total"}
+    assert exceptions == {"E\ufffd" + "e" * 126}  # 128 code points
 
 
 def test_split_snapshots_arrive_complete_on_every_push(sidecar: SidecarProcess,

@@ -68,7 +68,11 @@ lines.on('line', (line) => {
   queue = queue.then(async () => {
     let cmd;
     try { cmd = JSON.parse(line); } catch (err) { return say({ error: `bad JSON: ${err.message}` }); }
-    return say(await run(cmd));
+    try {
+      return say(await run(cmd));
+    } catch (err) {
+      return say({ error: err.message });
+    }
   });
 });
 lines.on('close', () => { queue.then(exit); });

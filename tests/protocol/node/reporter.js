@@ -15,44 +15,28 @@ const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30
 const TYPES = ['unary', 'client_stream', 'server_stream', 'bidi_stream'];
 const STATUSES = ['healthy', 'degraded', 'down'];
 const LIMITS = {
-  datagram: 65536, rows: 512, parts: 64, name: 256, text: 1024, checks: 63, exceptions: 63,
-  series: 1000,
+  datagram: 65536, rows: 512, parts: 64, name: 256, exceptionName: 128, text: 1024, checks: 63,
+  exceptions: 63, health: 16384, series: 1000, maxWait: 50, budget: 0.5,
 };
 const E = os.constants.errno;
 const FULL = new Set([-E.EAGAIN, -E.EWOULDBLOCK, -E.ENOBUFS]);
+const CC_CS = /^[\p{Cc}\p{Cs}]$/u; // the only code points a name or text must not hold
 
-// Not printable: control, format, surrogate, private-use and unassigned code points, and every
-// separator except the ASCII space.
-const NOT_PRINTABLE = /[\p{C}\p{Z}]/u;
-
-function cut(text, limit) {
-  const points = Array.from(String(text));
-  return points.length > limit ? points.slice(0, limit).join('') : points.join('');
+/** Cc and Cs code points replaced by U+FFFD, cut to `limit` code points; `empty` for "". */
+function clean(text, limit, empty) {
+  const points = Array.from(String(text), (c) => (CC_CS.test(c) ? '\uFFFD' : c));
+  return points.length ? points.slice(0, limit).join('') : empty;
 }
 
-/** A name the sidecar accepts: printable, 1..256 code points. */
-function cleanName(text) {
-  const points = Array.from(String(text)).slice(0, LIMITS.name)
-    .map((c) => (c !== ' ' && NOT_PRINTABLE.test(c) ? '\uFFFD' : c));
-  return points.length ? points.join('') : '\uFFFD';
-}
-
-function codeName(code) {
-  return CODES.includes(code) ? code : 'UNKNOWN';
-}
+const bytes = (value) => Buffer.byteLength(JSON.stringify(value));
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
 
 class Row {
   constructor(service, method, type) {
-    this.service = service;
-    this.method = method;
-    this.type = type;
-    this.started = 0;
+    Object.assign(this, { service, method, type, started: 0, sum: 0, max: 0, lastError: null });
     this.codes = {};
     this.hist = new Array(BUCKETS.length + 1).fill(0);
-    this.sum = 0;
-    this.max = 0;
     this.exceptions = {};
-    this.lastError = null;
   }
 
   finish(code, seconds, exception) {
@@ -64,10 +48,10 @@ class Row {
     this.max = Math.max(this.max, d);
     this.codes[code] = (this.codes[code] || 0) + 1;
     if (code !== 'OK') this.lastError = [code, Date.now() / 1000];
-    if (exception !== undefined) {
-      let name = cleanName(exception);
-      const known = Object.keys(this.exceptions);
-      if (!(name in this.exceptions) && known.length >= LIMITS.exceptions - 1) name = '(other)';
+    if (exception !== undefined && exception !== null) {
+      let name = clean(exception, LIMITS.exceptionName, '\uFFFD');
+      const full = Object.keys(this.exceptions).length >= LIMITS.exceptions - 1;
+      if (!(name in this.exceptions) && full) name = '(other)';
       this.exceptions[name] = (this.exceptions[name] || 0) + 1;
     }
   }
@@ -75,43 +59,42 @@ class Row {
   wire() {
     const row = {
       service: this.service, method: this.method, type: this.type, started: this.started,
-      codes: { ...this.codes }, hist: this.hist.slice(), sum: this.sum, max: this.max,
+      codes: this.codes, hist: this.hist, sum: this.sum, max: this.max,
     };
-    if (Object.keys(this.exceptions).length) row.exceptions = { ...this.exceptions };
-    if (this.lastError) row.last_error = this.lastError.slice();
+    if (Object.keys(this.exceptions).length) row.exceptions = this.exceptions;
+    if (this.lastError) row.last_error = this.lastError;
     return row;
   }
 }
 
 class Reporter {
   /**
-   * @param {object} opts socket (path), interval (seconds), service, version, onPush;
-   *   pace: seconds a snapshot may wait for room in the sidecar's queue (default: one interval,
-   *   when the next, fresher snapshot is due), finalPace: the same for the last one (2 s)
+   * @param {object} opts socket (path), interval (seconds), service, version, onPush (called with
+   *   {seq, parts, ok, final} after every push)
    */
   constructor(opts = {}) {
     this.path = opts.socket || process.env.ORACLE_METRICS_SOCKET
       || '/var/run/oracle-sidecar/metrics.sock';
     this.interval = opts.interval || 1;
-    this.pace = opts.pace !== undefined ? opts.pace : this.interval;
-    this.finalPace = opts.finalPace !== undefined ? opts.finalPace : 2;
     this.source = {
       id: crypto.randomBytes(8).toString('hex'), pid: process.pid, started: Date.now() / 1000,
     };
-    if (opts.service) this.source.service = cut(opts.service, LIMITS.name);
-    if (opts.version) this.source.version = cut(opts.version, LIMITS.name);
-    this.seq = 0;
+    if (opts.service) this.source.service = clean(opts.service, LIMITS.name, '\uFFFD');
+    if (opts.version) this.source.version = clean(opts.version, LIMITS.name, '\uFFFD');
+    this.seq = 1;
     this.rows = new Map();
     this.health = { status: 'healthy', checks: {} };
     this.counts = { dropped: 0, send_errors: 0, overflow: 0 };
     this.sent = 0; // datagrams handed to the kernel
-    this.waits = 0; // sends that found the sidecar's queue full and waited (pacing)
+    this.waits = 0; // sends that found the queue full and were retried (pacing)
+    this.resume = 0; // the first part given up by the last snapshot: the next one starts there
+    this.cursor = 0; // with more rows than 64 parts hold: the row the next snapshot starts at
     this.socket = unix.createSocket('unix_dgram');
     this.socket.on('error', () => {}); // every send passes a callback; nothing reaches here
+    this.onPush = opts.onPush || null;
     this.timer = null;
     this.flushing = null;
     this.closed = false;
-    this.onPush = opts.onPush || null; // called with {seq, parts, ok, final} after every push
   }
 
   start() {
@@ -119,10 +102,10 @@ class Reporter {
     return this;
   }
 
-  row(service, method, type = 'unary') {
-    const s = cleanName(service);
-    const m = cleanName(method);
-    const key = `${s}\u0000${m}`;
+  row(service, method, type) {
+    const s = clean(service, LIMITS.name, 'unknown');
+    const m = clean(method, LIMITS.name, 'unknown');
+    const key = JSON.stringify([s, m]);
     let row = this.rows.get(key);
     if (!row) {
       if (this.rows.size >= LIMITS.series) return null;
@@ -144,7 +127,7 @@ class Reporter {
     return (code, seconds, exception) => {
       if (done) return;
       done = true;
-      row.finish(codeName(code), seconds, exception);
+      row.finish(CODES.includes(code) ? code : 'UNKNOWN', seconds, exception);
     };
   }
 
@@ -153,89 +136,114 @@ class Reporter {
     this.begin(service, method, opts.type)(code, seconds, opts.exception);
   }
 
+  /** Checks in order while the encoded health fits 16 384 bytes; a note says what was left out. */
   setHealth(status, checks = {}) {
-    const clean = {};
-    for (const [name, text] of Object.entries(checks).slice(0, LIMITS.checks)) {
-      clean[cleanName(name)] = cut(text, LIMITS.text);
+    if (!STATUSES.includes(status)) {
+      throw new TypeError(`health status ${JSON.stringify(status)}: one of ${STATUSES.join(', ')}`);
     }
-    this.health = { status: STATUSES.includes(status) ? status : 'down', checks: clean };
+    const entries = Object.entries(checks);
+    const kept = {};
+    let n = 0;
+    for (const [name, text] of entries.slice(0, LIMITS.checks)) {
+      const key = clean(name, LIMITS.name, '\uFFFD');
+      const value = clean(text, LIMITS.text, '');
+      if (bytes({ status, checks: { ...kept, [key]: value } }) + 64 > LIMITS.health) break;
+      kept[key] = value;
+      n += 1;
+    }
+    if (n < entries.length) kept.health_checks = `${entries.length - n} checks left out`;
+    this.health = { status, checks: kept };
   }
 
-  /** The datagrams of one snapshot: every part repeats the header and carries `part`. */
+  /** The datagrams of one snapshot: every part repeats the header, health included. */
   encode(final = false) {
     const header = {
       v: 1, source: this.source, seq: this.seq, time: Date.now() / 1000, part: [0, 1],
-      buckets: BUCKETS, health: this.health, reporter: { ...this.counts },
+      buckets: BUCKETS, reporter: { ...this.counts },
     };
     if (final) header.final = true;
-    const rows = Array.from(this.rows.values(), (r) => JSON.stringify(r.wire()));
-    // Room for the rows: the header with the widest `part` and the `"rpcs":[]` around them.
-    const room = LIMITS.datagram
-      - Buffer.byteLength(JSON.stringify({ ...header, part: [LIMITS.parts, LIMITS.parts], rpcs: [] }));
+    const health = final ? { ...this.health, status: 'down' } : this.health;
+    const room = LIMITS.datagram - 1
+      - bytes({ ...header, part: [LIMITS.parts, LIMITS.parts], health, rpcs: [] });
+    const rows = Array.from(this.rows.values());
+    const start = this.cursor < rows.length ? this.cursor : 0;
     const chunks = [[]];
     let used = 0;
-    for (const text of rows) {
+    let taken = 0;
+    for (; taken < rows.length; taken += 1) {
+      const text = JSON.stringify(rows[(start + taken) % rows.length].wire());
       const size = Buffer.byteLength(text) + 1;
+      if (size > room) { // only possible with \uXXXX escapes, which JSON.stringify never writes
+        console.error(`reporter: a row of ${size} bytes cannot fit a datagram; left out`);
+        continue;
+      }
       let chunk = chunks[chunks.length - 1];
       if (chunk.length && (used + size > room || chunk.length >= LIMITS.rows)) {
+        if (chunks.length === LIMITS.parts) break; // the rest goes first in the next snapshot
         chunk = [];
         chunks.push(chunk);
         used = 0;
       }
-      if (size > room) throw new Error(`one row is larger than a datagram: ${size} bytes`);
       chunk.push(text);
       used += size;
     }
-    if (chunks.length > LIMITS.parts) throw new Error(`${chunks.length} parts; at most ${LIMITS.parts}`);
+    this.cursor = taken < rows.length ? (start + taken) % rows.length : 0;
     return chunks.map((chunk, i) => {
-      const head = JSON.stringify({ ...header, part: [i, chunks.length] });
-      return Buffer.from(`${head.slice(0, -1)},"rpcs":[${chunk.join(',')}]}`);
+      // Health in every part: the spec lets later parts leave it out, older receivers require it.
+      const head = { ...header, part: [i, chunks.length], health };
+      return Buffer.from(`${JSON.stringify(head).slice(0, -1)},"rpcs":[${chunk.join(',')}]}`);
     });
   }
 
-  /** One errno-style send result (0, or minus the errno). */
+  /** Minus the errno of one send, or 0. */
   sendOne(buf) {
     return new Promise((resolve) => {
       this.socket.send(buf, 0, buf.length, this.path, (err) => resolve(err ? err.errno : 0));
     });
   }
 
-  /** Sends one part, waiting (up to `deadline`) while the sidecar's queue is full. */
-  async sendPart(buf, deadline) {
-    let wait = 1;
-    for (;;) {
-      const err = await this.sendOne(buf);
-      if (err === 0) {
-        this.sent += 1;
-        return true;
+  /**
+   * Sends the parts in order, starting with the first one the last snapshot gave up; on a full
+   * queue it retries the same part after 1 ms, doubling to 50 ms, while the snapshot has waited
+   * less than its budget. Returns how many parts were given up.
+   */
+  async send(parts, budget) {
+    const first = this.resume < parts.length ? this.resume : 0;
+    let waited = 0;
+    for (let k = 0; k < parts.length; k += 1) {
+      const i = (first + k) % parts.length;
+      let wait = 1;
+      for (;;) {
+        const err = await this.sendOne(parts[i]);
+        if (err === 0) break;
+        if (!FULL.has(err) || waited + wait > budget * 1000) {
+          this.counts.dropped += parts.length - k;
+          if (!FULL.has(err)) this.counts.send_errors += 1;
+          this.resume = FULL.has(err) ? i : 0;
+          return parts.length - k;
+        }
+        const t0 = Date.now();
+        await sleep(wait);
+        waited += Date.now() - t0;
+        this.waits += 1;
+        wait = Math.min(wait * 2, LIMITS.maxWait);
       }
-      if (!FULL.has(err)) {
-        this.counts.send_errors += 1;
-        return false;
-      }
-      if (Date.now() + wait > deadline) return false;
-      this.waits += 1;
-      await new Promise((r) => { setTimeout(r, wait); });
-      wait = Math.min(wait * 2, 20);
+      this.sent += 1;
     }
+    this.resume = 0;
+    return 0;
   }
 
-  /** Takes one snapshot and sends all its parts; a snapshot with a lost part counts one drop. */
+  /** Takes one snapshot and sends all its parts; a flush still sending is joined, not doubled. */
   flush(final = false) {
     if (this.flushing) return this.flushing;
     this.flushing = (async () => {
+      const seq = this.seq;
       const parts = this.encode(final);
       this.seq += 1;
-      const deadline = Date.now() + (final ? this.finalPace : this.pace) * 1000;
-      let ok = true;
-      for (const buf of parts) {
-        if (!(await this.sendPart(buf, deadline))) {
-          ok = false;
-          break;
-        }
-      }
-      if (!ok) this.counts.dropped += 1;
-      const pushed = { seq: this.seq - 1, parts: parts.length, ok, final };
+      const budget = final ? LIMITS.budget : Math.min(this.interval / 2, LIMITS.budget);
+      const lost = await this.send(parts, budget);
+      const pushed = { seq, parts: parts.length, ok: lost === 0, final };
       if (this.onPush) this.onPush(pushed);
       return pushed;
     })().finally(() => { this.flushing = null; });
@@ -254,4 +262,4 @@ class Reporter {
   }
 }
 
-module.exports = { Reporter, CODES, BUCKETS, LIMITS, cleanName };
+module.exports = { Reporter, CODES, BUCKETS, LIMITS, clean };
