@@ -306,6 +306,37 @@ def test_split_snapshots_arrive_complete_on_every_push(sidecar: SidecarProcess,
     assert started == {m: float(i % 5 + 1) for i, m in enumerate(methods)}
 
 
+def test_rows_past_64_parts_arrive_over_the_next_pushes(sidecar: SidecarProcess,
+                                                        node_factory: Any) -> None:
+    """600 methods with 63 long exception types each need about 85 parts: every snapshot is cut
+    at 64 parts and the next one goes on with the rest, so every method arrives exact."""
+    calls = [{"service": "rot.S", "method": f"M{i:03d}", "code": "INTERNAL", "seconds": 0.02,
+              "count": 1, "exception": f"E{j:02d}" + "x" * 125}
+             for i in range(600) for j in range(63)]
+    node = node_factory(sidecar, interval=1.0)
+    node.command(record=calls)
+    first = node.command(flush=True)["flushed"]
+    wait_for(lambda: len(node.pushes_after(first["seq"])) >= 2, 30, message="two more pushes")
+    assert {p["pushed"]["parts"] for p in node.pushes} == {64}
+    node.exit()
+
+    keep = ("oracle_sidecar_messages_rejected_total", "grpc_server_handled_total",
+            "oracle_sidecar_rpc_exceptions_total")
+
+    def exported() -> str | None:  # the lines that matter of ~11 MB
+        text = "".join(t for t in sidecar.metrics().splitlines(keepends=True) if t.startswith(keep))
+        return text if text.count('grpc_code="INTERNAL"') == 600 else None
+
+    text = wait_for(exported, 20, interval=0.5, message="600 methods exported")
+    samples = parse_metrics(text)
+    handled_ = {dict(labels)["grpc_method"]: v for (name, labels), v in samples.items()
+                if name == "grpc_server_handled_total" and v}
+    assert handled_ == {f"M{i:03d}": 63.0 for i in range(600)}
+    excs = [v for (name, _), v in samples.items() if name == "oracle_sidecar_rpc_exceptions_total"]
+    assert (len(excs), set(excs)) == (600 * 63, {1.0})
+    assert sample(text, "oracle_sidecar_messages_rejected_total") == 0
+
+
 def test_final_makes_the_sidecar_not_ready_at_once(sidecar_factory: Any,
                                                    node_factory: Any) -> None:
     """`final` on exit: /ready turns 503 promptly (long before --stale-after), the process leaves
@@ -347,3 +378,4 @@ def test_node_reporter_survives_a_sidecar_restart(sidecar_factory: Any,
     assert source["id"] == node.source["id"]
     assert source["send_errors"] >= 2 and source["dropped"] >= 2
     assert sample(again.metrics(), "oracle_sidecar_messages_rejected_total") == 0
+
