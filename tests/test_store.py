@@ -68,10 +68,11 @@ def test_replayed_or_older_sequence_is_not_applied() -> None:
 
 
 def test_decreasing_counter_within_one_source_is_rejected() -> None:
-    """A counter that goes down within one source is refused; the old totals stand."""
+    """A counter that goes down within one source is refused (that row); the old totals stand."""
     s, _ = store()
     s.ingest(snapshot(seq=1, ok=8))
-    assert s.ingest(snapshot(seq=2, ok=3)) == "counter_decreased"
+    assert s.ingest(snapshot(seq=2, ok=3)) is None
+    assert s.rows_rejected["counter_decreased"] == 1
     assert handled(s) == 8
 
 

@@ -54,11 +54,13 @@ def datagram(step: dict[str, Any], base: float) -> bytes:
             msg["time"] = base + msg["time"]
         return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if "text" in step:
-        return step["text"].replace(NOW_TOKEN, repr(base)).encode("utf-8", "surrogatepass")
+        text: str = step["text"]
+        return text.replace(NOW_TOKEN, repr(base)).encode("utf-8", "surrogatepass")
     if "base64" in step:
         return base64.b64decode(step["base64"])
     if "fill" in step:
-        return step["fill"]["byte"].encode() * step["fill"]["count"]
+        fill: dict[str, Any] = step["fill"]
+        return str(fill["byte"]).encode() * int(fill["count"])
     raise ValueError(f"a step needs message, text, base64 or fill: {sorted(step)}")
 
 
@@ -180,7 +182,8 @@ class Receiver:
 
     def get(self, path: str) -> str:
         with urllib.request.urlopen(self.url + path, timeout=self.timeout) as response:
-            return response.read().decode("utf-8")
+            body: bytes = response.read()
+            return body.decode("utf-8")
 
     def counters(self) -> tuple[float, dict[str, float], dict[str, float]]:
         samples = parse_metrics(self.get("/metrics"))
