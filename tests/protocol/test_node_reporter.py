@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import bisect
 import json
 import math
+import os
 import queue
 import shutil
 import subprocess
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -207,6 +210,7 @@ def test_node_reporter_counts_are_exported_exactly(sidecar: SidecarProcess,
              message="the Node reporter's counts on /metrics")
     text = sidecar.metrics()
     assert sample(text, "oracle_sidecar_messages_rejected_total") == 0
+    assert sample(text, "oracle_sidecar_rows_rejected_total") == 0
     assert sample(text, "oracle_sidecar_reporter_overflow_total") == 0
 
     rpcs = {r["method"]: r for r in http_json(sidecar.url + "/api/v1/snapshot")
@@ -244,6 +248,8 @@ def test_names_cleaned_as_the_spec_says_are_accepted_whole(sidecar: SidecarProce
         "bell\x07del\x7fc1\x85": "bell\ufffddel\ufffdc1\ufffd",
         "lone\ud800": "lone\ufffd",
         "": "unknown",
+        "line\u2028sep zero\u200bwidth nbsp\u00a0soft\u00ad": "line\u2028sep zero\u200bwidth "
+                                                           "nbsp\u00a0soft\u00ad",
     }
     calls = [call(name, "OK", 0.01, 1, exception="E\x00" + "e" * 200) for name in hostile]
     calls.append(call("Healthy", "OK", 0.01, 5))
@@ -300,6 +306,7 @@ def test_split_snapshots_arrive_complete_on_every_push(sidecar: SidecarProcess,
     text = "".join(t for t in text.splitlines(keepends=True)
                    if t.startswith(("oracle_sidecar_", "grpc_server_started_total")))
     assert sample(text, "oracle_sidecar_messages_rejected_total") == 0
+    assert sample(text, "oracle_sidecar_rows_rejected_total") == 0
     assert sample(text, "oracle_sidecar_reporter_dropped_total") == 0
     started = {dict(labels)["grpc_method"]: v for (name, labels), v in parse_metrics(text).items()
                if name == "grpc_server_started_total"}
@@ -320,8 +327,8 @@ def test_rows_past_64_parts_arrive_over_the_next_pushes(sidecar: SidecarProcess,
     assert {p["pushed"]["parts"] for p in node.pushes} == {64}
     node.exit()
 
-    keep = ("oracle_sidecar_messages_rejected_total", "grpc_server_handled_total",
-            "oracle_sidecar_rpc_exceptions_total")
+    keep = ("oracle_sidecar_messages_rejected_total", "oracle_sidecar_rows_rejected_total",
+            "grpc_server_handled_total", "oracle_sidecar_rpc_exceptions_total")
 
     def exported() -> str | None:  # the lines that matter of ~11 MB
         text = "".join(t for t in sidecar.metrics().splitlines(keepends=True) if t.startswith(keep))
@@ -335,6 +342,7 @@ def test_rows_past_64_parts_arrive_over_the_next_pushes(sidecar: SidecarProcess,
     excs = [v for (name, _), v in samples.items() if name == "oracle_sidecar_rpc_exceptions_total"]
     assert (len(excs), set(excs)) == (600 * 63, {1.0})
     assert sample(text, "oracle_sidecar_messages_rejected_total") == 0
+    assert sample(text, "oracle_sidecar_rows_rejected_total") == 0
 
 
 def test_final_makes_the_sidecar_not_ready_at_once(sidecar_factory: Any,
@@ -379,3 +387,29 @@ def test_node_reporter_survives_a_sidecar_restart(sidecar_factory: Any,
     assert source["send_errors"] >= 2 and source["dropped"] >= 2
     assert sample(again.metrics(), "oracle_sidecar_messages_rejected_total") == 0
 
+
+
+def test_conformance_vectors_sent_from_node_pass(sidecar: SidecarProcess,
+                                                 node_factory: Any) -> None:
+    """Every conformance vector, each datagram sent from the Node program's own socket, passes
+    tests/protocol/run_vectors.py's checks against a real sidecar."""
+    from tests.protocol import run_vectors
+
+    node = node_factory(sidecar, "--no-start")
+
+    class NodeSocket:
+        """The runner's socket, replaced: drive.js sends each datagram to the sidecar's path."""
+
+        def sendto(self, data: bytes, path: str) -> None:
+            assert path == sidecar.socket
+            errno = -node.command(send=base64.b64encode(data).decode())["sent"]
+            if errno:
+                raise OSError(errno, os.strerror(errno))
+
+    receiver = run_vectors.Receiver(sidecar.socket, sidecar.url)
+    receiver.sock.close()
+    receiver.sock = NodeSocket()
+    base = time.time()
+    problems = {name: p for name, case in run_vectors.load_cases()
+                if (p := run_vectors.run_case(receiver, case, base))}
+    assert not problems, json.dumps(problems, indent=1, ensure_ascii=False)
