@@ -79,14 +79,19 @@ class NodeReporter:
                 self.pushes.append(event)
             else:
                 self.answers.put(event)
+        self.answers.put({})  # end of output: the program exited
 
     def answer(self, timeout: float = 20) -> dict[str, Any]:
         try:
-            return self.answers.get(timeout=timeout)
+            answer = self.answers.get(timeout=timeout)
         except queue.Empty:
+            answer = {}
+        if not answer:
             self.proc.kill()
-            raise AssertionError(f"drive.js gave no answer in {timeout} s; stderr: "
-                                 f"{self.proc.stderr.read() if self.proc.stderr else ''}") from None
+            stderr = self.proc.stderr.read() if self.proc.stderr else ""
+            raise AssertionError(f"drive.js gave no answer (exit status {self.proc.wait(10)}); "
+                                 f"stderr: {stderr}")
+        return answer
 
     def command(self, **cmd: Any) -> dict[str, Any]:
         assert self.proc.stdin is not None
