@@ -16,7 +16,7 @@ const TYPES = ['unary', 'client_stream', 'server_stream', 'bidi_stream'];
 const STATUSES = ['healthy', 'degraded', 'down'];
 const LIMITS = {
   datagram: 65536, rows: 512, parts: 64, name: 256, exceptionName: 128, text: 1024, checks: 63,
-  exceptions: 63, health: 16384, series: 1000, maxWait: 50, budget: 0.5,
+  exceptions: 63, health: 16384, series: 1000, maxWait: 50, budget: 0.5, finalBudget: 2,
 };
 const E = os.constants.errno;
 const FULL = new Set([-E.EAGAIN, -E.EWOULDBLOCK, -E.ENOBUFS]);
@@ -241,7 +241,9 @@ class Reporter {
       const seq = this.seq;
       const parts = this.encode(final);
       this.seq += 1;
-      const budget = final ? LIMITS.budget : Math.min(this.interval / 2, LIMITS.budget);
+      // A part of the final snapshot that is lost is lost for good (no next snapshot repairs
+      // it), and it follows a push whose parts may still fill the queue: it may wait longer.
+      const budget = final ? LIMITS.finalBudget : Math.min(this.interval / 2, LIMITS.budget);
       const lost = await this.send(parts, budget);
       const pushed = { seq, parts: parts.length, ok: lost === 0, final };
       if (this.onPush) this.onPush(pushed);
