@@ -16,6 +16,9 @@ given ``--output``; ``--only NAME`` picks some.
 5. ``dashboard`` (:mod:`benchmarks.dashboard`): the dashboard's /api/status and one alerter run
    against 20 targets.
 6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
+7. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
+   ingest work, in-process and in a real sidecar; parts of a 10-part snapshot delivered per
+   push, paced and not.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -33,4 +36,5 @@ BENCHMARKS = {
     "sidecar": "benchmarks.sidecar_server",
     "dashboard": "benchmarks.dashboard",
     "freshness": "benchmarks.freshness",
+    "ingest": "benchmarks.ingest",
 }

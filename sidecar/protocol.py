@@ -18,6 +18,7 @@ from typing import Any
 
 __all__ = [
     "CODES",
+    "CODE_ALIASES",
     "DEFAULT_BUCKETS",
     "HEALTH_STATES",
     "MAX_DATAGRAM",
@@ -30,6 +31,7 @@ __all__ = [
     "Row",
     "clean_name",
     "clean_text",
+    "code_name",
     "decode",
     "encode",
     "encode_parts",
@@ -55,12 +57,24 @@ FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 )
+# gRPC status codes by number, spelt as Go's codes.Code.String() writes them: the spelling
+# go-grpc-prometheus exports and the public dashboards and alert rules match. Everything after
+# the decoder (store, JSON API, /metrics, alerter, dashboard, chart) uses these names.
 CODES: tuple[str, ...] = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+    "Unauthenticated",
+)
+# The gRPC spec's upper-case names (grpc.StatusCode's, py-grpc-prometheus's), same order. The
+# wire accepts them too; the decoder turns them into Go's names. The one alias map.
+CODE_ALIASES: dict[str, str] = dict(zip((
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
     "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
     "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
     "UNAUTHENTICATED",
-)
+), CODES, strict=True))
+_CODE_NAMES: dict[str, str] = {**CODE_ALIASES, **{c: c for c in CODES}}
 RPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 HEALTH_STATES = ("healthy", "degraded", "down")
 
@@ -96,9 +110,14 @@ class ProtocolError(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True, slots=True)
+def code_name(name: str) -> str | None:
+    """Go's name of a gRPC code given as Go spells it or as the spec does; None if neither."""
+    return _CODE_NAMES.get(name) if isinstance(name, str) else None
+
+
+@dataclass(slots=True)  # not frozen: a frozen dataclass costs a setattr call per field
 class Row:
-    """Cumulative totals of one RPC method in one process."""
+    """Cumulative totals of one RPC method in one process (never changed once decoded)."""
 
     service: str
     method: str
@@ -350,10 +369,10 @@ def _row(obj: Any, n_hist: int) -> Row:
     last = obj.get("last_error")
     last_error = None
     if last is not None:
-        if (type(last) is not list or len(last) != 2 or last[0] not in _CODE_SET
-                or type(last[1]) not in _NUMBER or not math.isfinite(last[1])):
-            raise ProtocolError("bad_field", ".last_error must be [CODE, unix time]")
-        last_error = (last[0], float(last[1]))
+        code = code_name(last[0]) if type(last) is list and len(last) == 2 else None
+        if code is None or type(last[1]) not in _NUMBER or not math.isfinite(last[1]):
+            raise ProtocolError("bad_field", ".last_error must be [code name, unix time]")
+        last_error = (code, float(last[1]))
     # Messages received and sent; a sender that does not count them is taken to be unary:
     # one request per started call, one response per OK.
     msg_received = _int(obj["msg_received"], ".msg_received") if "msg_received" in obj \
@@ -375,9 +394,12 @@ def _core(obj: Any, n_hist: int) -> tuple[str, str, str, int, dict[str, int], tu
                 and (service.isprintable() or not FORBIDDEN.search(service))
                 and (method.isprintable() or not FORBIDDEN.search(method))
                 and rpc_type in RPC_TYPES and type(started) is int and 0 <= started <= MAX_INT
-                and type(codes) is dict and codes.keys() <= _CODE_SET and _plain(codes.values())
+                and type(codes) is dict and codes.keys() <= _CODE_NAMES.keys()
+                and _plain(codes.values())
                 and type(hist) is list and len(hist) == n_hist and _plain(hist)
                 and type(total) is float and 0 <= total < math.inf):
+            if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
+                codes = _codes(codes)
             return service, method, rpc_type, started, codes, tuple(hist), total
     return _core_checked(obj, n_hist)
 
@@ -498,22 +520,29 @@ def _repair(text: str, limit: int, empty: str = "") -> str:
 
 
 def _codes(obj: dict[str, Any]) -> dict[str, int]:
-    if obj.keys() <= _CODE_SET and set(map(type, obj.values())) <= _INT_ONLY and (
-            not obj or (min(obj.values()) >= 0 and max(obj.values()) <= MAX_INT)):
+    """Counts per code, keyed by Go's names; a spec spelling of the same code is added to it."""
+    if obj.keys() <= _CODE_SET and _plain(obj.values()):
         return obj
-    out = {}
+    out: dict[str, int] = {}
     for key, value in obj.items():
-        if key not in _CODE_SET:
-            raise ProtocolError("bad_field", f".codes key {key[:40]!r} is not a gRPC code name")
-        out[key] = _int(value, f".codes.{key}")
+        code = code_name(key)
+        if code is None:
+            raise ProtocolError("bad_field", f".codes key {key[:40]!r} is not a gRPC code name "
+                                             f"(Go's, e.g. NotFound, or the spec's, NOT_FOUND)")
+        out[code] = out.get(code, 0) + _int(value, f".codes.{key}")
     return out
 
 
 def _exceptions(obj: Any) -> dict[str, int]:
     """Exception type -> count; names repaired (cut, cleaned), counts of equal names added."""
-    if type(obj) is dict and len(obj) <= MAX_KEYS and _plain(obj.values()) and all(
-            0 < len(k) <= MAX_EXCEPTION and k.isprintable() for k in obj):
-        return obj
+    if type(obj) is dict and len(obj) <= MAX_KEYS and _plain(obj.values()):
+        if obj.keys() <= _GOOD_EXCEPTIONS:  # names seen valid before: one C-level subset test
+            return obj
+        if all(0 < len(k) <= MAX_EXCEPTION and k.isprintable() for k in obj):
+            if len(_GOOD_EXCEPTIONS) > 4096:  # bounded, whatever senders invent
+                _GOOD_EXCEPTIONS.clear()
+            _GOOD_EXCEPTIONS.update(obj)
+            return obj
     if type(obj) is not dict:
         raise ProtocolError("bad_field", f".exceptions must be an object, not {_kind(obj)}")
     if len(obj) > MAX_KEYS:
@@ -525,6 +554,9 @@ def _exceptions(obj: Any) -> dict[str, int]:
         name = _repair(key, MAX_EXCEPTION, "\ufffd")
         out[name] = out.get(name, 0) + n
     return out
+
+
+_GOOD_EXCEPTIONS: set[str] = set()  # exception names that need no repair
 
 
 def _checks(obj: Any) -> dict[str, str]:

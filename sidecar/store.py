@@ -37,8 +37,9 @@ MAX_SOURCES = 1024  # live reporting processes; a new one past this is refused u
 
 
 def _totals(row: Row) -> Totals:
-    return Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
-                  dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent)
+    # The row's dicts are the decoder's own, made for this datagram: no copy needed.
+    return Totals(row.started, row.codes, row.hist, row.sum, row.max, row.exceptions,
+                  row.last_error, row.msg_received, row.msg_sent)
 
 
 @dataclass

@@ -771,9 +771,9 @@ def test_prometheus_rule_excluded_codes_and_selector(chart, rendered) -> None:
     """Excluded codes leave the error side only; the default selector matches Oracle pods only."""
     rules = prometheus_rules(rendered["monitoring", True])
     expr = rules["OracleErrorRateHigh"]["expr"]
-    assert expr.count('grpc_code!~"OK|NOT_FOUND|ALREADY_EXISTS|CANCELLED"') == 1
+    assert expr.count('grpc_code!~"OK|NotFound|AlreadyExists|Canceled"') == 1
     assert expr.count("grpc_code") == 4  # the one matcher and three `without (grpc_code)`
-    assert "other than OK, NOT_FOUND, ALREADY_EXISTS, CANCELLED" in rules[
+    assert "other than OK, NotFound, AlreadyExists, Canceled" in rules[
         "OracleErrorRateHigh"]["annotations"]["description"]
     match = re.search(r'namespace="([^"]+)", pod=~"([^"]+)"', rules["OracleSidecarDown"]["expr"])
     assert match is not None and match[1] == NAMESPACE
@@ -786,6 +786,15 @@ def test_prometheus_rule_excluded_codes_and_selector(chart, rendered) -> None:
         "enabled": True, "selector": 'job="oracle"'}}))
     assert all('job="oracle"' in item["expr"] and "namespace=" not in item["expr"]
                for item in custom.values())
+
+
+def test_prometheus_rule_maps_the_spec_spelling_of_excluded_codes(chart) -> None:
+    """excludedCodes in the spec's spelling (NOT_FOUND) become Go's names, once each."""
+    excluded = ["NOT_FOUND", "Canceled", "NotFound", "DEADLINE_EXCEEDED"]
+    rules = prometheus_rules(render(chart, {"prometheusRule": {
+        "enabled": True, "excludedCodes": excluded}}))
+    expr = rules["OracleErrorRateHigh"]["expr"]
+    assert 'grpc_code!~"OK|NotFound|Canceled|DeadlineExceeded"' in expr
 
 
 def test_grafana_dashboard_configmap_holds_the_dashboard_file(rendered) -> None:
@@ -876,8 +885,10 @@ def test_notes_give_the_exact_commands(default) -> None:
     ({"alerter": {"telegram": {"botTokne": "x"}}},
      r"/alerter/telegram'?: additional properties 'botTokne' not allowed"),
     ({"sidecar": {"port": 70000}}, r"/sidecar/port'?: maximum: got 70,?000, want 65,?535"),
+    ({"prometheusRule": {"excludedCodes": ["NotFond"]}},
+     r"/prometheusRule/excludedCodes/0'?: value must be one of 'Canceled', 'Unknown'"),
 ], ids=["unknown-key", "negative-replicas", "wrong-type", "bad-pull-policy", "bad-native",
-        "bad-window", "nested-typo", "port-range"])
+        "bad-window", "nested-typo", "port-range", "bad-code"])
 def test_schema_rejects_bad_values_clearly(chart, values, message) -> None:
     """values.schema.json rejects bad input with a message naming the key and the rule."""
     with pytest.raises(helm.HelmValuesError, match=message):

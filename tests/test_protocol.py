@@ -49,6 +49,20 @@ def test_round_trip_keeps_every_field() -> None:
     assert r.hist[2] == 3 and sum(r.hist) == 3
 
 
+def test_both_spellings_of_a_code_decode_to_go_names() -> None:
+    """The spec's UNAVAILABLE and Go's Unavailable are one code, kept under Go's name."""
+    msg = decode(json.dumps(message(rpcs=[row(
+        started=9, codes={"OK": 3, "UNAVAILABLE": 2, "Unavailable": 1, "CANCELLED": 1,
+                          "DeadlineExceeded": 2},
+        last_error=["NOT_FOUND", 5.0])])).encode())
+    (r,) = msg.rows
+    assert r.codes == {"OK": 3, "Unavailable": 3, "Canceled": 1, "DeadlineExceeded": 2}
+    assert r.last_error == ("NotFound", 5.0)
+    assert protocol.CODES[1] == "Canceled" and len(protocol.CODES) == 17
+    assert {protocol.code_name(c) for c in protocol.CODE_ALIASES} == set(protocol.CODES)
+    assert protocol.code_name("Not_Found") is None and protocol.code_name("ok") is None
+
+
 def test_large_snapshot_is_split_under_the_limit_and_every_part_decodes() -> None:
     """More rows than fit in 64 KiB are spread over parts that each decode on their own."""
     rows = [row(f"Method{i:05d}", exceptions={"ValueError": i}) for i in range(1500)]
@@ -124,6 +138,8 @@ def test_bad_message_fields_reject_the_datagram(change: dict[str, Any], reason: 
         (row(started=7.5), "bad_field", "rpcs[0].started is 7.5"),
         (row(codes={"OK": -3}), "bad_field", "rpcs[0].codes.OK is -3"),
         (row(codes={"MAYBE": 1}), "bad_field", "'MAYBE' is not a gRPC code name"),
+        (row(codes={"not_found": 1}), "bad_field", "'not_found' is not a gRPC code name"),
+        (row(last_error=["Nope", 1.0]), "bad_field", "last_error must be [code name"),
         (row(hist=[1, 2]), "bad_field", "rpcs[0].hist has 2 counts"),
         (row(type="sideways"), "bad_field", "rpcs[0].type 'sideways'"),
         (row(method="bad\nname"), "bad_field", "holds U+000A"),
@@ -226,3 +242,14 @@ def test_hostile_but_printable_names_are_accepted_as_data() -> None:
     """Markup in a method name is data, not an error: the outputs escape it."""
     msg = decode(json.dumps(message(rpcs=[row(method='<img src=x onerror=alert(1)>"}')])).encode())
     assert msg.rows[0].method == '<img src=x onerror=alert(1)>"}'
+
+
+def test_a_row_no_datagram_holds_is_left_out_not_sent_oversized() -> None:
+    """A row larger than the datagram limit is returned as too large; the others are sent."""
+    big = row("Big", exceptions={f"E{i:03d}" + "e" * 120: 1 for i in range(60)})
+    datagrams, rest, too_large = protocol.encode_parts(
+        source=SOURCE, seq=1, time=1.0, buckets=DEFAULT_BUCKETS, rows=[row("A"), big, row("B")],
+        health="healthy", checks={}, reporter={}, limit=4096)
+    assert too_large == [big] and not rest
+    assert all(len(d) <= 4096 for d in datagrams)
+    assert [r.method for d in datagrams for r in decode(d).rows] == ["A", "B"]

@@ -30,7 +30,7 @@ def snapshot(source: str = "p1", seq: int = 1, ok: int = 0, errors: int = 0,
     hist[bucket] = ok + errors
     codes = {"OK": ok}
     if errors:
-        codes["INTERNAL"] = errors
+        codes["Internal"] = errors
     rows = [{"service": KEY[0], "method": method, "type": "unary", "started": ok + errors,
              "codes": codes, "hist": hist, "sum": 0.02 * (ok + errors), "max": 0.02}]
     (one,) = encode(source={"id": source, "pid": 1, "started": started, "service": KEY[0],

@@ -10,8 +10,8 @@ flight are then cancelled and not counted).
 
     {"target": "localhost:50052", "total": 2000, "ok": 1950, "errors": 50,
      "duration_seconds": 1.52, "rate_per_second": 1315.8, "interrupted": false,
-     "by_method": {"GetReading": {"OK": 240, "INTERNAL": 10}, ...},
-     "by_code": {"OK": 1950, "INTERNAL": 50},
+     "by_method": {"GetReading": {"OK": 240, "Internal": 10}, ...},
+     "by_code": {"OK": 1950, "Internal": 50},
      "latency_ms": {"p50": 0.9, "p95": 2.1, "p99": 3.4, "max": 8.0, "mean": 1.1},
      "latency_ms_by_method": {"GetReading": {"p50": ...}, ...}}
 
@@ -39,6 +39,7 @@ from sidecar import options
 from sidecar.demo import METHODS
 from sidecar.demo._pb import oracle_pb2_grpc as pb_grpc
 from sidecar.demo.samples import make_request
+from sidecar.protocol import CODES
 
 __all__ = ["Plan", "Tally", "WeightedRoundRobin", "configure", "drive", "parse_mix", "run"]
 
@@ -180,7 +181,7 @@ async def drive(plan: Plan, tally: Tally, stop: asyncio.Event) -> None:
                     await calls[method](make_request(method, i), timeout=plan.timeout)
                     code = "OK"
                 except grpc.aio.AioRpcError as err:
-                    code = err.code().name
+                    code = CODES[err.code().value[0]]  # Go's name, as the sidecar's
                 tally.record(method, code, (time.perf_counter() - started) * 1000)
 
         workers = [asyncio.create_task(worker()) for _ in range(plan.concurrency)]

@@ -159,12 +159,15 @@ class Reporter:
 
     def observe(self, series: Series, seconds: float, code: str = "OK",
                 exception: str | None = None) -> None:
-        """Count one finished RPC of ``series`` (made by :meth:`series` in this thread)."""
+        """Count one finished RPC of ``series`` (made by :meth:`series` in this thread).
+
+        ``code`` is Go's name (``NotFound``) or the spec's (``NOT_FOUND``); anything else counts
+        as ``Unknown``.
+        """
         if code == "OK":
             series.ok += 1
         else:
-            if code not in _CODES:
-                code = "UNKNOWN"
+            code = protocol.code_name(code) or "Unknown"
             series.codes[code] = series.codes.get(code, 0) + 1
             series.last_error = (code, time.time())
             if exception is not None:
@@ -182,7 +185,7 @@ class Reporter:
         """Time a block (``with``) or a function (decorator) as one unary RPC called ``name``.
 
         ``name`` is ``Service/Method`` or a bare method name of this reporter's service. An
-        exception that escapes counts as UNKNOWN with its type, and is re-raised untouched.
+        exception that escapes counts as Unknown with its type, and is re-raised untouched.
         """
         full = name if name.startswith("/") else "/" + (
             name if "/" in name else f"{self.service or 'app'}/{name}")
@@ -455,7 +458,7 @@ class _Tracked:
             if exc_type is None:
                 self._reporter.observe(self._series, elapsed)
             else:
-                self._reporter.observe(self._series, elapsed, "UNKNOWN", exc_type.__name__)
+                self._reporter.observe(self._series, elapsed, "Unknown", exc_type.__name__)
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
         import functools
@@ -468,9 +471,6 @@ class _Tracked:
                 return func(*args, **kwargs)
 
         return wrapper
-
-
-_CODES = frozenset(protocol.CODES)
 
 
 def _clean_checks(checks: dict[Any, Any]) -> dict[str, str]:

@@ -1,8 +1,9 @@
 """gRPC server interceptors (sync ``grpc.server`` and ``grpc.aio.server``) that feed a Reporter.
 
 The code recorded is OK on success, the code set through ``context.abort``/``context.set_code``
-when there is one, and UNKNOWN for an uncaught exception (whose type is counted too). Service,
-method and type come from the full method name and the handler's kind.
+when there is one, and Unknown for an uncaught exception (whose type is counted too). Service,
+method and type come from the full method name and the handler's kind. Codes are recorded under
+Go's names (``NotFound``, not ``NOT_FOUND``), as go-grpc-prometheus exports them.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from sidecar.protocol import CODES
 from sidecar.reporter.core import Reporter, Series
 
 __all__ = ["AioServerInterceptor", "ServerInterceptor"]
 
-_NAMES = {code: code.name for code in grpc.StatusCode}
-_BY_NUMBER = {code.value[0]: code.name for code in grpc.StatusCode}
+# grpc.StatusCode's value is (number, text); CODES is Go's names by number.
+_NAMES = {code: CODES[code.value[0]] for code in grpc.StatusCode}
+_BY_NUMBER = {code.value[0]: CODES[code.value[0]] for code in grpc.StatusCode}
 _perf = time.perf_counter
 
 
@@ -36,8 +39,8 @@ def _code(context: Any, failed: BaseException | None) -> tuple[str, str | None]:
     if failed is None:
         return "OK", None
     if isinstance(failed, grpc.aio.AbortError):  # aborted without a readable code
-        return "UNKNOWN", None
-    return "UNKNOWN", type(failed).__name__
+        return "Unknown", None
+    return "Unknown", type(failed).__name__
 
 
 def _kind(handler: grpc.RpcMethodHandler) -> tuple[str, str]:

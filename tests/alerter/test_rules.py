@@ -136,11 +136,11 @@ def test_degraded_names_the_failing_checks_and_the_reasons() -> None:
 
 def test_error_rate_finding_states_value_against_threshold() -> None:
     """The message facts hold the rate, the counts, the window, the threshold and the codes."""
-    rows = [rpc("GetReading", 200, 25, codes={"OK": 175, "UNAVAILABLE": 20, "INTERNAL": 5})]
+    rows = [rpc("GetReading", 200, 25, codes={"OK": 175, "Unavailable": 20, "Internal": 5})]
     (finding,) = judge(answer(snapshot(rows=rows)), TH).findings
     facts = dict(finding.facts)
     assert facts["Error rate"] == "12.5% (25 of 200 requests over 5m); threshold 5%"
-    assert facts["Codes"] == "UNAVAILABLE 20, INTERNAL 5"
+    assert facts["Codes"] == "Unavailable 20, Internal 5"
     assert finding.title == "error rate 12.5% on GetReading (oracle-a)"
 
 

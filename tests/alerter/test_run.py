@@ -82,7 +82,7 @@ async def test_error_rate_and_latency_from_real_pushes(
     slow = oracle.series("GetDailyInsight")
     assert series is not None and slow is not None
     for i in range(30):
-        oracle.observe(series, 0.01, "UNAVAILABLE" if i < 6 else "OK")
+        oracle.observe(series, 0.01, "Unavailable" if i < 6 else "OK")
         oracle.observe(slow, 12.0)
     wait_for(lambda: json.loads(http_get(sidecar.url + "/api/v1/snapshot")[1])["windows"]["1m"]
              ["totals"]["count"] >= 60, 10, message="the pushes")

@@ -75,7 +75,7 @@ def test_promtool_finds_nothing_on_a_live_exposition_after_traffic(
                    socket_path=sidecar.socket, interval=0.2).start()
     try:
         oracle = oracle_server(rep)
-        plan = [(m, 0.001 * (i % 7), ("OK", "INTERNAL", "NOT_FOUND")[i % 3])
+        plan = [(m, 0.001 * (i % 7), ("OK", "Internal", "NotFound")[i % 3])
                 for i, m in enumerate(METHODS * 4)]
         with ThreadPoolExecutor(8) as pool:
             seen = Counter(zip((m for m, _, _ in plan),
@@ -135,7 +135,7 @@ def test_hostile_method_names_keep_the_exposition_promtool_clean(
         rep.close()
     assert exported() == {**{(SERVICE, m): 1.0 for m in HOSTILE_METHODS},
                           (HOSTILE_SERVICE, "Ok"): 1.0}
-    assert handled_samples(text, SERVICE)[(HOSTILE_METHODS[0], "UNKNOWN")] == 1.0
+    assert handled_samples(text, SERVICE)[(HOSTILE_METHODS[0], "Unknown")] == 1.0
     assert "\n<img" not in text and '\\"Quoted\\"' in text
     assert lint(text) == ""
     # The OpenMetrics rendering parses too, to the same label values.

@@ -259,11 +259,12 @@ def run_case(receiver: Receiver, case: dict[str, Any], base: float) -> list[str]
         problems += step_problems(i, step, result, rows)
     state = receiver.state()
     problems += state_problems(case, state)
-    for want in case.get("series", []):
+    for want in case.get("series", []):  # the JSON API counts finished RPCs, by code
         key = (want["service"], want["method"], want.get("type", "unary"))
-        if "count" in want and state["snapshot"].get(key) != want["count"]:
+        finished = sum(want.get("handled", {}).values())
+        if "handled" in want and state["snapshot"].get(key) != finished:
             problems.append(f"/api/v1/snapshot: {key} count {state['snapshot'].get(key)}, "
-                            f"expected {want['count']}")
+                            f"expected {finished}")
     return problems
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 
 from sidecar.store import Store
-from tests.conftest import SidecarProcess
+from tests.conftest import SidecarProcess, http_get, http_json, wait_for
 from tests.protocol.run_vectors import datagram, load_cases, state_problems, step_problems
 
 CASES = load_cases()
@@ -61,3 +62,20 @@ def test_the_runner_passes_every_vector_against_a_real_sidecar(sidecar: SidecarP
                           check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"{len(CASES)} of {len(CASES)} cases passed" in done.stdout
+
+
+def test_final_on_one_part_turns_ready_503_at_once(sidecar: SidecarProcess) -> None:
+    """A final snapshot retires its process at its first final part; /ready says so at once."""
+    (case,) = [c for n, c in CASES if n == "final_on_first_part_only"]
+    base = time.time()
+    first, final_part, other_part = (datagram(s, base) for s in case["steps"])
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as tx:
+        tx.sendto(first, sidecar.socket)
+        wait_for(lambda: http_get(sidecar.url + "/ready")[0] == 200, 10, message="ready")
+        tx.sendto(final_part, sidecar.socket)
+        wait_for(lambda: http_get(sidecar.url + "/ready")[0] == 503, 5,  # expiry is 60 s
+                 message="/ready 503 after the final part")
+        tx.sendto(other_part, sidecar.socket)  # the snapshot's other part, without final
+        wait_for(lambda: 'grpc_method="B"' in sidecar.metrics(), 5, message="part 1 applied")
+    assert http_get(sidecar.url + "/ready")[0] == 503
+    assert http_json(sidecar.url + "/health")["sources"] == []

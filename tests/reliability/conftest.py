@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 
+from sidecar.protocol import CODES
 from tests.conftest import parse_metrics
 from tests.reliability.worker import SERVICE
 
@@ -155,11 +156,11 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 # -- client traffic ------------------------------------------------------------------------------
 
 def call(stub: Callable[..., Any]) -> str:
-    """One unary call; the status code name the client saw."""
+    """One unary call; the status code the client saw, by Go's name (as the sidecar exports it)."""
     try:
         stub(b"", timeout=10)
     except grpc.RpcError as err:
-        return str(err.code().name)
+        return CODES[err.code().value[0]]
     return "OK"
 
 
@@ -215,7 +216,7 @@ class Traffic:
                     channel = channels[target] = grpc.insecure_channel(target)
                 method = self.MIX[(i // len(self.targets)) % len(self.MIX)]
                 code = call(channel.unary_unary(f"/{SERVICE}/{method}"))
-                if code != "UNAVAILABLE":  # a worker that is gone answered nothing
+                if code != "Unavailable":  # a worker that is gone answered nothing
                     with self._lock:
                         self.seen[(target, method, code)] += 1
                 i += 1

@@ -190,7 +190,7 @@ def test_no_accepted_name_can_break_either_exposition_format(methods: list[str],
         hist = [0] * (len(protocol.DEFAULT_BUCKETS) + 1)
         hist[3] = i + 1
         body.append({"service": methods[-1], "method": method, "type": "unary",
-                     "started": i + 1, "codes": {"INTERNAL": i + 1}, "hist": hist,
+                     "started": i + 1, "codes": {"Internal": i + 1}, "hist": hist,
                      "sum": 0.03 * (i + 1), "exceptions": {exception: i + 1}})
     assert store.ingest(message(body)[0]) is None
     now[0] += store.stale_after  # past the settling of a sidecar that met a running process
@@ -203,7 +203,7 @@ def test_no_accepted_name_can_break_either_exposition_format(methods: list[str],
         exceptions: dict[str, float] = {}
         for family in parse(text):
             for s in family.samples:
-                if s.name == "grpc_server_handled_total" and s.labels["grpc_code"] == "INTERNAL":
+                if s.name == "grpc_server_handled_total" and s.labels["grpc_code"] == "Internal":
                     assert s.labels["grpc_service"] == methods[-1]
                     got[s.labels["grpc_method"]] = s.value
                 if s.name == "oracle_sidecar_rpc_exceptions_total":
@@ -230,3 +230,20 @@ def test_json_documents_stay_strict_json_whatever_was_accepted(
     exposition = Exposition(store)
     json.dumps(exposition.snapshot({}), allow_nan=False)
     json.dumps(exposition.history(), allow_nan=False)
+
+
+@SETTINGS
+@given(rows(), st.sampled_from(["service", "method", "type", "started", "codes", "hist", "sum"]),
+       json_values)
+def test_the_fast_row_check_accepts_only_what_the_careful_one_accepts(
+        row: dict[str, Any], field: str, value: Any) -> None:
+    """The decoder's fast path for valid rows never accepts what field-by-field checks refuse."""
+    row[field] = value
+
+    def outcome(check: Any) -> Any:
+        try:
+            return check(row, len(protocol.DEFAULT_BUCKETS) + 1)
+        except ProtocolError as err:
+            return err.reason, err.detail
+
+    assert outcome(protocol._core) == outcome(protocol._core_checked)
