@@ -25,12 +25,10 @@ from tests.conftest import SidecarProcess, http_get, http_json, parse_metrics, w
 NODE_DIR = Path(__file__).parent / "node"
 ADDON = NODE_DIR / "node_modules" / "unix-dgram" / "build" / "Release" / "unix_dgram.node"
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60)
-# The spec's wire names in gRPC's numeric order; the sidecar exports protocol.CODES in that order.
-WIRE_CODES = ("OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-              "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-              "UNAUTHENTICATED")
-EXPORTED = dict(zip(WIRE_CODES, protocol.CODES, strict=True))
+# What the sidecar exports for a status the Node program was given: Go's name for either
+# spelling, and for grpc-js's numeric codes.
+EXPORTED: dict[str | int, str] = {**protocol.CODE_ALIASES, **{c: c for c in protocol.CODES},
+                                  **dict(enumerate(protocol.CODES))}
 SERVICE = "nps.oracle.OracleService"
 
 
@@ -134,7 +132,7 @@ def node_factory() -> Iterator[Any]:
         reporter.stop()
 
 
-def call(method: str, code: str, seconds: float, count: int, **extra: Any) -> dict[str, Any]:
+def call(method: str, code: str | int, seconds: float, count: int, **extra: Any) -> dict[str, Any]:
     return {"service": SERVICE, "method": method, "code": code, "seconds": seconds,
             "count": count, **extra}
 
@@ -146,7 +144,7 @@ def expected_samples(calls: list[dict[str, Any]], running: Counter[tuple[str, st
     for c in calls:
         kind = c.get("type", "unary")
         labels = {"grpc_service": c["service"], "grpc_method": c["method"], "grpc_type": kind}
-        code = EXPORTED.get(c["code"], EXPORTED["UNKNOWN"])
+        code = EXPORTED.get(c["code"], "Unknown")
         n = c["count"]
         out["grpc_server_started_total", frozenset(labels.items())] += n
         out["grpc_server_handled_total", frozenset({**labels, "grpc_code": code}.items())] += n
@@ -185,16 +183,17 @@ def sample(text: str, name: str) -> float:
 
 
 # A known distribution: durations on and just past bucket bounds, past the last bound, every kind
-# of row the spec describes, a code that is not a gRPC code (the reporter sends UNKNOWN).
+# of row the spec describes, codes spelt every way a Node service has them, and a code that is not
+# a gRPC code (the reporter sends Unknown).
 CALLS = [
     call("GetReading", "OK", 0.003, 40),
-    call("GetReading", "OK", 0.005, 7),  # exactly on a bound: that bucket
-    call("GetReading", "INVALID_ARGUMENT", 0.0051, 5),
-    call("GetReading", "INTERNAL", 2.5, 3, exception="KeyError"),
-    call("GetReading", "DEADLINE_EXCEEDED", 61.0, 2),  # +Inf
+    call("GetReading", 0, 0.005, 7),  # exactly on a bound: that bucket; grpc-js's numeric OK
+    call("GetReading", "INVALID_ARGUMENT", 0.0051, 5),  # the gRPC spec's spelling
+    call("GetReading", "Internal", 2.5, 3, exception="KeyError"),  # Go's spelling
+    call("GetReading", 4, 61.0, 2),  # DeadlineExceeded, +Inf
     call("StreamReadings", "OK", 0.3, 11, type="server_stream"),
     call("StreamReadings", "CANCELLED", 30.0, 4, type="server_stream"),
-    call("StreamReadings", "UNAVAILABLE", 0.05, 1, type="server_stream"),
+    call("StreamReadings", "Unavailable", 0.05, 1, type="server_stream"),
     call("Upload", "NOT_A_CODE", 0.1, 2, type="client_stream", exception="ValueError"),
 ]
 
@@ -224,10 +223,10 @@ def test_node_reporter_counts_are_exported_exactly(sidecar: SidecarProcess,
         mine = [c for c in CALLS if c["method"] == method]
         codes = Counter[str]()
         for c in mine:
-            codes[EXPORTED.get(c["code"], EXPORTED["UNKNOWN"])] += c["count"]
+            codes[EXPORTED.get(c["code"], "Unknown")] += c["count"]
         assert {k: v for k, v in row["codes"].items() if v} == dict(codes), method
         assert row["count"] == sum(codes.values()), method
-        assert row["errors"] == sum(v for k, v in codes.items() if k != EXPORTED["OK"]), method
+        assert row["errors"] == sum(v for k, v in codes.items() if k != "OK"), method
         assert row["started"] == row["count"] + (3 if method == "StreamReadings" else 0), method
         excs = Counter({c["exception"]: c["count"] for c in mine if "exception" in c})
         assert {k: v for k, v in row["exceptions"].items() if v} == dict(excs), method
@@ -337,7 +336,7 @@ def test_rows_past_64_parts_arrive_over_the_next_pushes(sidecar: SidecarProcess,
 
     def exported() -> str | None:  # the lines that matter of ~11 MB
         text = "".join(t for t in sidecar.metrics().splitlines(keepends=True) if t.startswith(keep))
-        return text if text.count('grpc_code="INTERNAL"') == 600 else None
+        return text if text.count(f'grpc_code="{EXPORTED["INTERNAL"]}"') == 600 else None
 
     text = wait_for(exported, 20, interval=0.5, message="600 methods exported")
     samples = parse_metrics(text)

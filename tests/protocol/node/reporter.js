@@ -8,9 +8,14 @@ const crypto = require('crypto');
 const os = require('os');
 const unix = require('unix-dgram');
 
-const CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED', 'NOT_FOUND',
-  'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION', 'ABORTED',
-  'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS', 'UNAUTHENTICATED'];
+// Code names in gRPC's numeric order: Go's spelling (sent) and the gRPC spec's (also taken).
+const CODES = ['OK', 'Canceled', 'Unknown', 'InvalidArgument', 'DeadlineExceeded', 'NotFound',
+  'AlreadyExists', 'PermissionDenied', 'ResourceExhausted', 'FailedPrecondition', 'Aborted',
+  'OutOfRange', 'Unimplemented', 'Internal', 'Unavailable', 'DataLoss', 'Unauthenticated'];
+const SPEC_CODES = ['OK', 'CANCELLED', 'UNKNOWN', 'INVALID_ARGUMENT', 'DEADLINE_EXCEEDED',
+  'NOT_FOUND', 'ALREADY_EXISTS', 'PERMISSION_DENIED', 'RESOURCE_EXHAUSTED', 'FAILED_PRECONDITION',
+  'ABORTED', 'OUT_OF_RANGE', 'UNIMPLEMENTED', 'INTERNAL', 'UNAVAILABLE', 'DATA_LOSS',
+  'UNAUTHENTICATED'];
 const BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60];
 const TYPES = ['unary', 'client_stream', 'server_stream', 'bidi_stream'];
 const STATUSES = ['healthy', 'degraded', 'down'];
@@ -26,6 +31,12 @@ const CC_CS = /^[\p{Cc}\p{Cs}]$/u; // the only code points a name or text must n
 function clean(text, limit, empty) {
   const points = Array.from(String(text), (c) => (CC_CS.test(c) ? '\uFFFD' : c));
   return points.length ? points.slice(0, limit).join('') : empty;
+}
+
+/** Go's name of a status: a number (grpc-js's status.code) or either spelling; else Unknown. */
+function codeName(code) {
+  const i = Number.isInteger(code) ? code : Math.max(CODES.indexOf(code), SPEC_CODES.indexOf(code));
+  return CODES[i] || 'Unknown';
 }
 
 const bytes = (value) => Buffer.byteLength(JSON.stringify(value));
@@ -127,7 +138,7 @@ class Reporter {
     return (code, seconds, exception) => {
       if (done) return;
       done = true;
-      row.finish(CODES.includes(code) ? code : 'UNKNOWN', seconds, exception);
+      row.finish(codeName(code), seconds, exception);
     };
   }
 
@@ -204,27 +215,25 @@ class Reporter {
 
   /**
    * Sends the parts in order, starting with the first one the last snapshot gave up; on a full
-   * queue it retries the same part after 1 ms, doubling to 50 ms, while the snapshot has waited
-   * less than its budget. Returns how many parts were given up.
+   * queue it retries the same part after 1 ms, doubling to 50 ms, as long as the sending has
+   * taken less than `budget` seconds since the first part. Returns how many parts were given up.
    */
   async send(parts, budget) {
     const first = this.resume < parts.length ? this.resume : 0;
-    let waited = 0;
+    const deadline = Date.now() + budget * 1000;
     for (let k = 0; k < parts.length; k += 1) {
       const i = (first + k) % parts.length;
       let wait = 1;
       for (;;) {
         const err = await this.sendOne(parts[i]);
         if (err === 0) break;
-        if (!FULL.has(err) || waited + wait > budget * 1000) {
+        if (!FULL.has(err) || Date.now() >= deadline) {
           this.counts.dropped += parts.length - k;
           if (!FULL.has(err)) this.counts.send_errors += 1;
           this.resume = FULL.has(err) ? i : 0;
           return parts.length - k;
         }
-        const t0 = Date.now();
         await sleep(wait);
-        waited += Date.now() - t0;
         this.waits += 1;
         wait = Math.min(wait * 2, LIMITS.maxWait);
       }
@@ -264,4 +273,4 @@ class Reporter {
   }
 }
 
-module.exports = { Reporter, CODES, BUCKETS, LIMITS, clean };
+module.exports = { Reporter, CODES, BUCKETS, LIMITS, clean, codeName };
