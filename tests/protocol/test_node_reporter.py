@@ -147,13 +147,18 @@ def expected_samples(calls: list[dict[str, Any]], running: Counter[tuple[str, st
         code = EXPORTED.get(c["code"], "Unknown")
         n = c["count"]
         out["grpc_server_started_total", frozenset(labels.items())] += n
+        # No message counts on the wire: the sidecar takes one request per call, one response
+        # per OK (docs/protocol.md).
+        out["grpc_server_msg_received_total", frozenset(labels.items())] += n
+        if code == "OK":
+            out["grpc_server_msg_sent_total", frozenset(labels.items())] += n
         out["grpc_server_handled_total", frozenset({**labels, "grpc_code": code}.items())] += n
         out["grpc_server_handling_seconds_count", frozenset(labels.items())] += n
         out["grpc_server_handling_seconds_sum", frozenset(labels.items())] += n * c["seconds"]
         first = bisect.bisect_left(BUCKETS, c["seconds"])  # the first bound >= seconds
         for i, bound in enumerate((*BUCKETS, math.inf)):
             if i >= first:
-                le = "+Inf" if bound == math.inf else str(float(bound))
+                le = "+Inf" if bound == math.inf else format(bound, "g")  # Go's spelling
                 out["grpc_server_handling_seconds_bucket",
                     frozenset({**labels, "le": le}.items())] += n
         if "exception" in c:
@@ -163,6 +168,7 @@ def expected_samples(calls: list[dict[str, Any]], running: Counter[tuple[str, st
     for (method, kind), n in running.items():
         labels = {"grpc_service": SERVICE, "grpc_method": method, "grpc_type": kind}
         out["grpc_server_started_total", frozenset(labels.items())] += n
+        out["grpc_server_msg_received_total", frozenset(labels.items())] += n
     return dict(out)
 
 
@@ -362,6 +368,7 @@ def test_final_makes_the_sidecar_not_ready_at_once(sidecar_factory: Any,
     _, body, _ = wait_for(lambda: (r := http_get(sc.url + "/ready"))[0] == 503 and r, 5,
                           message="/ready 503 after the final push")
     assert json.loads(body)["ready"] is False
+    assert "exited" in json.loads(body)["reason"]  # says what happened (docs/protocol.md)
     assert http_json(sc.url + "/health")["sources"] == []
     labels = {"grpc_service": SERVICE, "grpc_method": "GetReading", "grpc_type": "unary"}
     assert parse_metrics(sc.metrics())["grpc_server_started_total", frozenset(labels.items())] == 9
