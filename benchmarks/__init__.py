@@ -20,6 +20,9 @@ given ``--output``; ``--only NAME`` picks some.
    against ingesting the pushes.
 8. ``fine`` (:mod:`benchmarks.fine`): what the fine histogram costs against the classic
    buckets alone: the record path, the Oracle's push, the sidecar's memory for 1 000 methods.
+9. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
+   ingest work, in-process and in a real sidecar; parts of a 10-part snapshot delivered per
+   push, paced and not.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -39,4 +42,5 @@ BENCHMARKS = {
     "freshness": "benchmarks.freshness",
     "state": "benchmarks.state_file",
     "fine": "benchmarks.fine",
+    "ingest": "benchmarks.ingest",
 }
