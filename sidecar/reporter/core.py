@@ -26,9 +26,8 @@ from typing import Any
 
 from sidecar import fine, protocol
 
-__all__ = ["DEFAULT_SOCKET", "Reporter", "Series"]
+__all__ = ["Reporter", "Series"]
 
-DEFAULT_SOCKET = "/var/run/oracle-sidecar/metrics.sock"
 PACING_BUDGET = 0.5  # seconds a snapshot may wait for the sidecar to drain its queue
 log = logging.getLogger("sidecar.reporter")
 
@@ -126,7 +125,8 @@ class Reporter:
             raise ValueError("buckets must be strictly increasing upper bounds")
         self.service = protocol.clean_name(service, "") if service else ""
         self.version = protocol.clean_name(version, "") if version else ""
-        self.socket_path = socket_path or os.environ.get("ORACLE_METRICS_SOCKET") or DEFAULT_SOCKET
+        self.socket_path = (socket_path or os.environ.get("ORACLE_METRICS_SOCKET")
+                            or protocol.DEFAULT_SOCKET)
         self.interval = interval
         self.buckets = tuple(float(b) for b in buckets)
         # The record path counts into fine buckets (one bisect, one increment); the classic
