@@ -193,7 +193,7 @@ class Exposition:
         render, content_type = text_format.choose_encoder(accept or "")
         om = content_type.startswith("application/openmetrics-text")
         cached = self._cache.get(content_type)
-        version = (self.store.version, self.store.settling())
+        version = (self.store.generation, self.store.settling())
         if cached is None or cached[0] != version:
             body = render(self._rpc)
             if om:

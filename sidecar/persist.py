@@ -243,7 +243,7 @@ def restore(store: Store, doc: Any, socket_path: str) -> None:
         for key, totals in s.rows.items():
             prehistory[key] = prehistory[key] + totals if key in prehistory else totals
     store.prehistory = prehistory
-    store.version += 1
+    store.generation += 1
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -263,7 +263,7 @@ class StateFile:
         self.store = store
         self.saved_at: float | None = None  # store clock of the last save
         self.saved_changes = -1
-        self.saved_version = -1
+        self.saved_generation = -1
         self.problem: str | None = None
         self.saves = 0
         self.last_cost = 0.0  # seconds the last save took
@@ -284,7 +284,7 @@ class StateFile:
         log.info("state read back", extra={"state_file": self.path,
                                            "sources": len(store.sources),
                                            "retired_sources": len(store._retired_ids)})
-        self.saved_changes, self.saved_version = store.changes, store.version
+        self.saved_changes, self.saved_generation = store.changes, store.generation
         self.saved_at = store.clock()
         return True
 
@@ -295,7 +295,7 @@ class StateFile:
         since = None if self.saved_at is None else now - self.saved_at
         if store.changes != self.saved_changes:
             return since is None or since >= max(MIN_GAP, self.last_cost / SAVE_SHARE)
-        return store.version != self.saved_version and (since is None or since >= SAVE_EVERY)
+        return store.generation != self.saved_generation and (since is None or since >= SAVE_EVERY)
 
     def maybe_save(self) -> None:
         if self.due():
@@ -328,6 +328,6 @@ class StateFile:
         self.problem = None
         self.last_cost = time.perf_counter() - t0
         self.saved_at = store.clock()
-        self.saved_changes, self.saved_version = store.changes, store.version
+        self.saved_changes, self.saved_generation = store.changes, store.generation
         self.saves += 1
         return True

@@ -123,7 +123,7 @@ class Store:
         self.overflow_keys: set[Key] = set()
         self._keys: set[Key] = set()  # every series ever applied: keys are never un-known
         self._sources_full_logged = False
-        self.version = 0  # bumped on every change; caches key on it
+        self.generation = 0  # bumped on every change; caches key on it (not a version of anything)
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
         self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
         self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
@@ -151,7 +151,7 @@ class Store:
 
     def _count(self, err: ProtocolError) -> str:
         self.rejected[err.reason] += 1
-        self.version += 1
+        self.generation += 1
         log.debug("rejected a datagram: %s", err)
         return err.reason
 
@@ -264,7 +264,7 @@ class Store:
             self._retire(src, "exited")  # every part of the final snapshot keeps it retired
         elif created:
             self._succeed(now)  # later matches are made by tick()
-        self.version += 1
+        self.generation += 1
 
     def _reject_row(self, reason: str, detail: str) -> None:
         self.rows_rejected[reason] += 1
@@ -297,7 +297,7 @@ class Store:
         if successor is None:
             self.departed = Departure(src.pid, src.service, how, self.wall())
         self.changes += 1
-        self.version += 1
+        self.generation += 1
 
     def _unretire(self, source_id: str) -> Source:
         src = self._retired_ids.pop(source_id)
@@ -384,14 +384,14 @@ class Store:
 
     def totals(self) -> dict[Key, Totals]:
         """Cumulative totals per RPC since the reporting processes started (what /metrics says)."""
-        if self._totals_cache is not None and self._totals_cache[0] == self.version:
+        if self._totals_cache is not None and self._totals_cache[0] == self.generation:
             return self._totals_cache[1]
         out = dict(self.retired)
         for src in self.sources.values():
             for key, totals in src.rows.items():
                 have = out.get(key)
                 out[key] = totals if have is None else have + totals
-        self._totals_cache = (self.version, out)
+        self._totals_cache = (self.generation, out)
         return out
 
     def observed(self) -> dict[Key, Totals]:
@@ -399,11 +399,11 @@ class Store:
         totals = self.totals()
         if not self.prehistory:
             return totals
-        if self._observed_cache is not None and self._observed_cache[0] == self.version:
+        if self._observed_cache is not None and self._observed_cache[0] == self.generation:
             return self._observed_cache[1]
         out = {k: (t - self.prehistory[k]) if k in self.prehistory else t
                for k, t in totals.items()}
-        self._observed_cache = (self.version, out)
+        self._observed_cache = (self.generation, out)
         return out
 
     def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:
