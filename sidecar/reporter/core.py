@@ -328,23 +328,18 @@ class Reporter:
         # Keyed by what the message says, so that two raw names cleaned to the same name make
         # one row (the sidecar takes one row per service and method). A method declared up
         # front without its kind is a unary placeholder until its first call tells the kind.
-        merged: dict[tuple[str, str], dict[str, Any]] = {}
+        merged: dict[tuple[str, str], Series] = {}
         for table in sources:
             for s in table.copy().values():
                 key = (s.service, s.method)
-                row = merged.get(key)
-                if row is not None and s.type != row["type"] and s.type != "unary":
-                    row["type"] = s.type
-                if row is None:
-                    row = merged[key] = {
-                        "service": s.service, "method": s.method, "type": s.type,
-                        "started": 0, "codes": {}, "hist": [0] * len(s.hist), "sum": 0.0,
-                        "max": 0.0, "exceptions": {}, "last_error": None,
-                        "msg_received": 0, "msg_sent": 0,
-                    }
-                _add_into(row, s)
+                t = merged.get(key)
+                if t is None:
+                    t = merged[key] = Series(s.service, s.method, s.type, len(s.hist))
+                elif s.type != t.type and s.type != "unary":
+                    t.type = s.type
+                _add(t, s)
         out = []
-        for row in merged.values():
+        for row in map(_row, merged.values()):
             if self._fine is not None:
                 counts = row["hist"]
                 row["hist"] = fine.fold_classic(fine.sparse(counts), self.buckets)
@@ -568,23 +563,37 @@ def _clean_checks(checks: dict[Any, Any]) -> dict[str, str]:
             for k, v in list(checks.items())[: protocol.MAX_KEYS - 1]}
 
 
-def _add_into(row: dict[str, Any], s: Series) -> None:
-    row["started"] += s.started
-    codes = row["codes"]
-    if s.ok:
-        codes["OK"] = codes.get("OK", 0) + s.ok
+def _add(into: Series, s: Series) -> None:
+    """Add ``s``'s counters to ``into`` (the one merge of counters in the reporter).
+
+    ``s`` may be a live thread's, written while this reads: its maps are copied first, and a
+    count read a moment early is caught up by the next snapshot (all are cumulative).
+    """
+    into.started += s.started
+    into.ok += s.ok
     for code, n in s.codes.copy().items():
-        codes[code] = codes.get(code, 0) + n
-    row["hist"] = list(map(add, row["hist"], list(s.hist)))
-    row["sum"] += s.sum
-    row["max"] = max(row["max"], s.max)
-    row["msg_received"] += s.msg_received
-    row["msg_sent"] += s.msg_sent
+        into.codes[code] = into.codes.get(code, 0) + n
+    into.hist = list(map(add, into.hist, list(s.hist)))
+    into.sum += s.sum
+    into.max = max(into.max, s.max)
+    into.msg_received += s.msg_received
+    into.msg_sent += s.msg_sent
     for name, n in s.exceptions.copy().items():
-        row["exceptions"][name] = row["exceptions"].get(name, 0) + n
-    if s.last_error is not None and (row["last_error"] is None
-                                     or s.last_error[1] > row["last_error"][1]):
-        row["last_error"] = list(s.last_error)
+        into.exceptions[name] = into.exceptions.get(name, 0) + n
+    last = s.last_error
+    if last is not None and (into.last_error is None or last[1] > into.last_error[1]):
+        into.last_error = last
+
+
+def _row(t: Series) -> dict[str, Any]:
+    """The protocol's row of merged counters (OK first among the codes, as the wire has it)."""
+    codes = {"OK": t.ok} if t.ok else {}
+    for code, n in t.codes.items():
+        codes[code] = codes.get(code, 0) + n
+    return {"service": t.service, "method": t.method, "type": t.type, "started": t.started,
+            "codes": codes, "hist": t.hist, "sum": t.sum, "max": t.max,
+            "exceptions": t.exceptions, "last_error": None if t.last_error is None
+            else list(t.last_error), "msg_received": t.msg_received, "msg_sent": t.msg_sent}
 
 
 def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> None:
@@ -593,19 +602,7 @@ def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> 
         t = into.get(key)
         if t is None:
             t = into[key] = Series(s.service, s.method, s.type, n_buckets)
-        t.started += s.started
-        t.ok += s.ok
-        for code, n in s.codes.items():
-            t.codes[code] = t.codes.get(code, 0) + n
-        t.hist = list(map(add, t.hist, s.hist))
-        t.sum += s.sum
-        t.max = max(t.max, s.max)
-        t.msg_received += s.msg_received
-        t.msg_sent += s.msg_sent
-        for name, n in s.exceptions.items():
-            t.exceptions[name] = t.exceptions.get(name, 0) + n
-        if s.last_error is not None and (t.last_error is None or s.last_error[1] > t.last_error[1]):
-            t.last_error = s.last_error
+        _add(t, s)
 
 
 _live: weakref.WeakSet[Reporter] = weakref.WeakSet()
