@@ -160,12 +160,35 @@ class Store:
 
         Rows that break a rule are skipped one by one and counted in ``rows_rejected``.
         """
+        self._check_buckets(msg)
+        now = self.clock()
+        src, created, measured = self._source_of(msg, now)
+        rejected = self.rows_rejected
+        for reason, detail in msg.rejected_rows:
+            rejected[reason] += 1
+            log.debug("rejected a row of source %s: %s", msg.source, detail)
+        self._note_push(src, msg, now, measured)
+        self._apply_rows(src, msg)
+        if msg.final:
+            src.final_seq = msg.seq
+        if src.final_seq is not None and src.final_seq == msg.seq:
+            self._retire(src, "exited")  # every part of the final snapshot keeps it retired
+        elif created:
+            self._succeed(now)  # later matches are made by tick()
+        self.generation += 1
+
+    def _check_buckets(self, msg: Message) -> None:
+        """The first message sets the classic bounds; a message with others is refused."""
         if self.buckets is None:
             self.buckets = msg.buckets
         elif msg.buckets != self.buckets:
             raise ProtocolError("bucket_mismatch", f"bounds {list(msg.buckets)} differ from "
                                                    f"{list(self.buckets)} already exported")
-        now = self.clock()
+
+    def _source_of(self, msg: Message, now: float) -> tuple[Source, bool, bool]:
+        """The message's source (made, or taken back from the retired, when need be); whether
+        it was made now, and whether its push gap can be measured. Raises ProtocolError when
+        the message is not newer or there is no room for another source."""
         src = self.sources.get(msg.source)
         known = src if src is not None else self._retired_ids.get(msg.source)
         if known is not None and (known.pid != msg.pid or known.started != msg.started):
@@ -188,7 +211,6 @@ class Store:
                             "refused until some exit or expire", MAX_SOURCES)
             raise ProtocolError("too_many_series", f"{MAX_SOURCES} reporting processes are "
                                                    f"live; source {msg.source} is refused")
-        created = src is None
         measured = src is not None and src.heard  # a push gap since its previous push here
         if src is None:
             # Seen for the first time. If it began before this sidecar did (with slack for a
@@ -202,14 +224,15 @@ class Store:
             self.changes += 1
             log.info("new reporting process", extra={"source": msg.source, "pid": msg.pid,
                                                      "reporting_service": msg.service})
-        elif not src.heard:  # known from the state file: what it counted meanwhile predates us
+            return src, True, measured
+        if not src.heard:  # known from the state file: what it counted meanwhile predates us
             src.heard, src.prehistory_seq = True, msg.seq
             self.awaiting.discard(src.id)
-        rejected = self.rows_rejected
-        for reason, detail in msg.rejected_rows:
-            rejected[reason] += 1
-            log.debug("rejected a row of source %s: %s", msg.source, detail)
+        return src, False, measured
 
+    @staticmethod
+    def _note_push(src: Source, msg: Message, now: float, measured: bool) -> None:
+        """What the message says of its process: sequence, push gap, health, own counters."""
         if msg.seq > src.seq:
             step = (now - src.last_push) / (msg.seq - src.seq)
             if measured and (src.gap is None or step < src.gap):
@@ -226,6 +249,9 @@ class Store:
             src.send_errors = msg.send_errors
         if msg.overflow is not None:
             src.overflow = msg.overflow
+
+    def _apply_rows(self, src: Source, msg: Message) -> None:
+        """The message's rows into its source's totals; a row that breaks a rule is skipped."""
         for row in msg.rows:
             key = row.key
             old = src.rows.get(key)
@@ -258,13 +284,6 @@ class Store:
                     totals if old is None else totals - old)
                 src.prehistory_keys.add(key)
             src.rows[key] = totals
-        if msg.final:
-            src.final_seq = msg.seq
-        if src.final_seq is not None and src.final_seq == msg.seq:
-            self._retire(src, "exited")  # every part of the final snapshot keeps it retired
-        elif created:
-            self._succeed(now)  # later matches are made by tick()
-        self.generation += 1
 
     def _reject_row(self, reason: str, detail: str) -> None:
         self.rows_rejected[reason] += 1
