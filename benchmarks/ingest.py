@@ -144,7 +144,7 @@ def _received(http: Http) -> int:
 
 def _pushes(procs: Procs, pushes: int, paced: bool) -> dict[str, Any]:
     """Parts sent and delivered per push of a 1 500-method reporter to a real sidecar."""
-    from sidecar.reporter import core
+    from sidecar.reporter import core, sending
 
     sidecar, _, path = procs.sidecar()
     rep = core.Reporter("split.Service", "1", socket_path=path, max_series=1500)
@@ -152,8 +152,8 @@ def _pushes(procs: Procs, pushes: int, paced: bool) -> dict[str, Any]:
     for name in names:
         with contextlib.suppress(ValueError), rep.track(name):
             raise ValueError(name)
-    budget = core.PACING_BUDGET
-    core.PACING_BUDGET = budget if paced else 0.0
+    budget = sending.PACING_BUDGET
+    sending.PACING_BUDGET = budget if paced else 0.0
     delivered, parts, seconds = [], [], []
     try:
         for _ in range(pushes):
@@ -168,7 +168,7 @@ def _pushes(procs: Procs, pushes: int, paced: bool) -> dict[str, Any]:
                     pass
             time.sleep(0.2)  # the sidecar reads what it got before the next push
     finally:
-        core.PACING_BUDGET = budget
+        sending.PACING_BUDGET = budget
         procs.stop(sidecar)
     return {"delivered": delivered, "parts": parts, "seconds": seconds}
 

@@ -9,29 +9,25 @@ without blocking; whatever goes wrong there is counted, never raised into the se
 from __future__ import annotations
 
 import atexit
-import errno
 import logging
 import os
 import secrets
-import socket
 import threading
 import time
 import weakref
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from operator import add
 from typing import Any
 
 from sidecar import fine, protocol
+from sidecar.reporter.health import HealthCallback, HealthReport
+from sidecar.reporter.sending import Sender
 
 __all__ = ["Reporter", "Series"]
 
-PACING_BUDGET = 0.5  # seconds a snapshot may wait for the sidecar to drain its queue
 log = logging.getLogger("sidecar.reporter")
 
-HealthCallback = Callable[[], tuple[str, dict[str, str]]]
 # What start(methods=...) takes: names (unary), {name: type}, or (name, type) pairs.
 Methods = Iterable[str] | Iterable[tuple[str, str]] | Mapping[str, str]
 
@@ -125,9 +121,9 @@ class Reporter:
             raise ValueError("buckets must be strictly increasing upper bounds")
         self.service = protocol.clean_name(service, "") if service else ""
         self.version = protocol.clean_name(version, "") if version else ""
-        self.socket_path = (socket_path or os.environ.get("ORACLE_METRICS_SOCKET")
-                            or protocol.DEFAULT_SOCKET)
         self.interval = interval
+        self._sender = Sender(socket_path or os.environ.get("ORACLE_METRICS_SOCKET")
+                              or protocol.DEFAULT_SOCKET, interval)
         self.buckets = tuple(float(b) for b in buckets)
         # The record path counts into fine buckets (one bisect, one increment); the classic
         # counts are their exact sums, made once per flush. Odd classic bounds that would need
@@ -136,11 +132,7 @@ class Reporter:
         self._record_bounds = self._fine if self._fine is not None else self.buckets
         self._n_record = len(self._record_bounds) + 1
         self.max_series = max_series
-        self.health_timeout = health_timeout
-        self._health: tuple[str, dict[str, str]] = ("healthy", {})
-        self._health_callback: HealthCallback | None = None
-        self._health_pool: ThreadPoolExecutor | None = None
-        self._health_pending: Future[tuple[str, dict[str, str]]] | None = None
+        self._health = HealthReport(health_timeout)
         self._lock = threading.Lock()  # guards the table registry and the series count
         self._methods = declared_methods(methods, services)
         self._retyped_logged: set[str] = set()
@@ -149,8 +141,6 @@ class Reporter:
         self._flusher: threading.Thread | None = None
         self._stop = threading.Event()
         self._flush_lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self._receiver_ok: bool | None = None
         os.register_at_fork(after_in_child=self._after_fork)
 
     def _reset_state(self) -> None:
@@ -163,10 +153,6 @@ class Reporter:
         self._retired: dict[str, Series] = {}  # tables of threads that ended, summed
         self._series_count = 0
         self.overflow = 0
-        self.dropped = 0  # datagrams given up
-        self.send_errors = 0
-        self.sent = 0
-        self._next_part = 0  # the part a split snapshot starts with (the first given up)
         self._carry: set[tuple[str, str]] = set()  # rows past 64 parts, sent first next time
         self._too_large_logged = False
         for full, rpc_type in self._methods:
@@ -269,48 +255,49 @@ class Reporter:
 
         return AioServerInterceptor(self)
 
-    # -- health -------------------------------------------------------------------------------
-
-    @property
-    def reachable(self) -> bool | None:
-        """Whether the last push reached the sidecar (None before the first push)."""
-        return self._receiver_ok
+    # -- health and what sending cost (sidecar.reporter.health, sidecar.reporter.sending) --------
 
     def set_health(self, status: str, checks: dict[str, str] | None = None) -> None:
         """Report ``healthy``, ``degraded`` or ``down`` with named checks from now on.
 
         A health callback, when one is set, takes precedence over this value.
         """
-        if status not in protocol.HEALTH_STATES:
-            raise ValueError(f"health status {status!r} is not one of "
-                             f"{', '.join(protocol.HEALTH_STATES)}")
-        self._health = (status, _clean_checks(checks or {}))
+        self._health.set(status, checks)
 
     def set_health_callback(self, callback: HealthCallback | None) -> None:
         """Call ``callback() -> (status, checks)`` at each flush, within ``health_timeout``.
 
         An exception, a bad answer or a timeout reports ``degraded`` with the reason as a check.
         """
-        self._health_callback = callback
+        self._health.set_callback(callback)
 
-    def _current_health(self) -> tuple[str, dict[str, str]]:
-        callback = self._health_callback
-        if callback is None:
-            return self._health
-        if self._health_pending is not None and not self._health_pending.done():
-            return "degraded", {"health_callback": "still running from an earlier flush"}
-        if self._health_pool is None:
-            self._health_pool = ThreadPoolExecutor(1, thread_name_prefix="oracle-health")
-        self._health_pending = self._health_pool.submit(callback)
-        try:
-            status, checks = self._health_pending.result(timeout=self.health_timeout)
-            if status not in protocol.HEALTH_STATES or not isinstance(checks, dict):
-                raise ValueError(f"health callback answered {status!r}, {type(checks).__name__}")
-            return status, _clean_checks(checks)
-        except FutureTimeout:
-            return "degraded", {"health_callback": f"no answer within {self.health_timeout} s"}
-        except Exception as err:  # the service's callback failed: report it, never raise
-            return "degraded", {"health_callback": f"{type(err).__name__}: {err}"[:200]}
+    @property
+    def health_timeout(self) -> float:
+        return self._health.timeout
+
+    @property
+    def socket_path(self) -> str:
+        return self._sender.socket_path
+
+    @property
+    def reachable(self) -> bool | None:
+        """Whether the last push reached the sidecar (None before the first push)."""
+        return self._sender.reachable
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams given up (the sidecar absent, or its queue full past the pacing budget)."""
+        return self._sender.dropped
+
+    @property
+    def send_errors(self) -> int:
+        """Datagrams given up for a reason other than a full queue (no sidecar, bad path)."""
+        return self._sender.send_errors
+
+    @property
+    def sent(self) -> int:
+        """Datagrams handed to the sidecar's socket."""
+        return self._sender.sent
 
     # -- snapshots and pushing ----------------------------------------------------------------
 
@@ -361,7 +348,7 @@ class Reporter:
     def flush(self, final: bool = False) -> bool:
         """Send one snapshot now; True when every part was handed to the sidecar's socket."""
         with self._flush_lock:
-            status, checks = self._current_health()
+            status, checks = self._health.current()
             if final:
                 status, checks = "down", {**checks, "reporter": "process is shutting down"}
             self._seq += 1
@@ -387,64 +374,7 @@ class Reporter:
                 log.warning("%d methods have rows larger than a datagram and are not sent "
                             "(e.g. %s/%s)", len(too_large), too_large[0]["service"],
                             too_large[0]["method"])
-            return self._send_paced(datagrams) and not rest and not too_large
-
-    def _send_paced(self, datagrams: list[bytes]) -> bool:
-        """Send the parts of one snapshot; wait out a full queue within the pacing budget.
-
-        A sender's buffer holds only a few 64 KiB datagrams the sidecar has not read yet, so a
-        burst of parts would lose the same ones on every push. On EAGAIN/ENOBUFS the same part
-        is tried again after 1, 2, 4 ... 50 ms, while the snapshot has waited less than half the
-        interval (at most PACING_BUDGET); parts given up count as dropped, and the next snapshot
-        starts with the first of them. Only this background thread ever waits.
-        """
-        n = len(datagrams)
-        first = self._next_part if self._next_part < n else 0
-        self._next_part = 0
-        deadline = time.monotonic() + min(self.interval / 2, PACING_BUDGET)
-        for k in range(n):
-            index = (first + k) % n
-            delay = 0.001
-            while True:
-                failure = self._send(datagrams[index])
-                if failure is None:
-                    break
-                if failure in (errno.EAGAIN, errno.ENOBUFS) and \
-                        time.monotonic() + delay <= deadline:
-                    time.sleep(delay)
-                    delay = min(delay * 2, 0.05)
-                    continue
-                # Given up: this part and every one after it in this snapshot.
-                left = n - k
-                self.dropped += left
-                if failure not in (errno.EAGAIN, errno.ENOBUFS):
-                    self.send_errors += left
-                if n > 1:
-                    self._next_part = index
-                self._unreachable(failure)
-                return False
-        if self._receiver_ok is False:
-            log.info("metrics sidecar reachable again at %s", self.socket_path)
-        self._receiver_ok = True
-        return True
-
-    def _send(self, datagram: bytes) -> int | None:
-        """Hand one datagram to the socket; the errno when it failed, else None."""
-        if self._sock is None:
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            self._sock.setblocking(False)
-        try:
-            self._sock.sendto(datagram, self.socket_path)
-        except OSError as err:
-            return err.errno or errno.EIO
-        self.sent += 1
-        return None
-
-    def _unreachable(self, failure: int) -> None:
-        if self._receiver_ok is not False:  # log the change, not every failure
-            log.warning("metrics sidecar not reachable at %s: %s; counting drops until it "
-                        "answers", self.socket_path, os.strerror(failure))
-        self._receiver_ok = False
+            return self._sender.send_paced(datagrams) and not rest and not too_large
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -480,12 +410,8 @@ class Reporter:
             self.flush(final=True)
         except Exception:
             log.exception("metrics reporter failed to send its final snapshot")
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._health_pool is not None:
-            self._health_pool.shutdown(wait=False, cancel_futures=True)
-            self._health_pool = None
+        self._sender.close()
+        self._health.close()
         _live.discard(self)
 
     def _after_fork(self) -> None:
@@ -496,9 +422,8 @@ class Reporter:
         self._flush_lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher = None
-        self._sock = None
-        self._health_pool = None
-        self._health_pending = None
+        self._sender.after_fork()
+        self._health.after_fork()
         self._reset_state()
         if was_running:
             self.start()
@@ -555,12 +480,6 @@ class _Tracked:
                 return func(*args, **kwargs)
 
         return wrapper
-
-
-def _clean_checks(checks: dict[Any, Any]) -> dict[str, str]:
-    """Health checks as the protocol accepts them (one slot is left for the reporter's own)."""
-    return {protocol.clean_name(str(k)): protocol.clean_text(str(v))
-            for k, v in list(checks.items())[: protocol.MAX_KEYS - 1]}
 
 
 def _add(into: Series, s: Series) -> None:
