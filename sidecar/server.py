@@ -314,11 +314,12 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
-    # What a previous sidecar on this socket knew, read back before the first datagram.
     state_file = StateFile(settings.socket, store)
-    state_file.load()
     receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
-    await receiver.open()
+    await receiver.open()  # an unusable socket directory fails here, in one line
+    # What a previous sidecar on this socket knew, read back before the first datagram is read
+    # (open() has not yielded to the loop, so none has been).
+    state_file.load()
     state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
