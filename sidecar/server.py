@@ -18,6 +18,7 @@ import os
 import socket
 import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -228,10 +229,34 @@ async def metrics(request: web.Request) -> web.Response:
     if request.query.get("format") == "json" or (
             "application/json" in accept and "text/plain" not in accept):
         return await snapshot(request)
-    body, content_type = request.app[EXPOSITION].metrics(accept)
+    app = request.app
+    async with app[STATE]["render_lock"]:  # one render at a time; the next reuses its bytes
+        slices = app[EXPOSITION].metrics_slices(accept)
+        while True:
+            try:
+                next(slices)
+            except StopIteration as done:
+                body, content_type = done.value
+                break
+            await asyncio.sleep(0)  # between slices, the loop answers probes and pushes
     response = web.Response(body=body)
     response.headers["Content-Type"] = content_type
     return response
+
+
+async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> web.Response:
+    """A JSON document computed in the worker thread from a frozen copy of the store.
+
+    The copy is taken here, on the loop, so the document is consistent; building and encoding
+    it (tens of milliseconds for thousands of series) then leaves the loop free for probes.
+    """
+    exposition = Exposition(app[STORE].frozen())
+
+    def build() -> str:
+        return json.dumps(make(exposition), separators=(",", ":"))
+
+    text = await asyncio.get_running_loop().run_in_executor(app[STATE]["worker"], build)
+    return web.Response(text=text, content_type="application/json")
 
 
 def _health_doc(app: web.Application) -> dict[str, Any]:
@@ -262,14 +287,15 @@ async def livez(request: web.Request) -> web.Response:
 
 async def snapshot(request: web.Request) -> web.Response:
     app = request.app
-    return _json(app[EXPOSITION].snapshot(_health_doc(app)))
+    health = _health_doc(app)
+    return await _off_loop(app, lambda exposition: exposition.snapshot(health))
 
 
 async def history(request: web.Request) -> web.Response:
     rpc = request.query.get("rpc")
     if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1 or "/" not in rpc):
         raise web.HTTPBadRequest(reason="rpc must be Service/Method")
-    return _json(request.app[EXPOSITION].history(rpc))
+    return await _off_loop(request.app, lambda exposition: exposition.history(rpc))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -300,6 +326,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     state["ticker"].cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await state["ticker"]
+    state["worker"].shutdown(wait=False, cancel_futures=True)
     receiver.close()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
@@ -328,7 +355,8 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app = web.Application(middlewares=[_json_errors], client_max_size=1024)
     app[SETTINGS] = settings
     app[STORE] = store
-    app[STATE] = {"draining": False, "grpc_serving": None}
+    app[STATE] = {"draining": False, "grpc_serving": None, "render_lock": asyncio.Lock(),
+                  "worker": ThreadPoolExecutor(1, thread_name_prefix="sidecar-json")}
     app[EXPOSITION] = Exposition(store, ready=lambda: readiness(app)[0])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
