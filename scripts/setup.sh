@@ -15,11 +15,15 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 
-# Debian packages the tests drive for real: the Prometheus server with promtool, and Chromium.
+# Debian packages the tests drive for real: the Prometheus server with promtool, Chromium, Go.
 if (( want_test )); then
   missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
+  # Go's client_golang, the reference the /metrics writer is checked and benchmarked against.
+  command -v go >/dev/null || missing+=(golang-go)
+  [[ -d /usr/share/gocode/src/github.com/prometheus/client_golang ]] \
+    || missing+=(golang-github-prometheus-client-golang-dev)
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "setup: the tests need the Debian packages ${missing[*]}; run as root or install them" >&2

@@ -39,6 +39,7 @@ __all__ = ["WINDOWS", "Exposition", "drive"]
 WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 STATES = ("healthy", "degraded", "down", "unknown")
 SLICE_SECONDS = 0.002  # a render yields to the event loop at least this often
+BLOCK_BYTES = 256 * 1024  # the body is kept and sent in blocks of about this size
 _SMALL = 1_000_000  # below this, Go spells an integral float64 as the integer itself
 
 # The RPC families in the order they are written: (name, type, help).
@@ -96,7 +97,7 @@ class _Format:
         self.series: dict[Key, tuple[Totals, tuple[bytes, ...]]] = {}
         self.labels: dict[Key, str] = {}
         self.order: list[Key] = []
-        self.rpc: tuple[tuple[int, bool], bytes] | None = None
+        self.rpc: tuple[tuple[int, bool], list[bytes]] | None = None
         self._handled = {True: "", False: ""}  # by whether the values are small integers
         self._hist = ""
 
@@ -157,9 +158,9 @@ class _Format:
             for name, n in sorted(t.exceptions.items())).encode())
 
     def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
-                   ) -> Generator[None, None, bytes]:
-        """The RPC families for ``totals``, then ``tail``; yields between slices of about
-        SLICE_SECONDS."""
+                   ) -> Generator[None, None, list[bytes]]:
+        """The RPC families for ``totals``, then ``tail``, as blocks of about BLOCK_BYTES;
+        yields between slices of about SLICE_SECONDS."""
         if bounds != self.bounds:
             self.set_bounds(bounds)
         series = self.series
@@ -186,13 +187,25 @@ class _Format:
                 del series[key]
                 self.labels.pop(key, None)
             self.order = sorted(totals)
+            yield
         chunks = [series[key][1] for key in self.order]
-        out = []
+        blocks: list[bytes] = []
+        pending: list[bytes] = []
+        size = 0
         for i, head in enumerate(self.heads):
-            out.append(head)
-            out.extend([c[i] for c in chunks])
-        out.append(tail)
-        return b"".join(out)
+            pending.append(head)
+            for c in chunks:
+                pending.append(c[i])
+                size += len(c[i])
+                if size >= BLOCK_BYTES:
+                    blocks.append(b"".join(pending))
+                    pending, size = [], 0
+                    if time.perf_counter() > deadline:
+                        yield
+                        deadline = time.perf_counter() + SLICE_SECONDS
+        pending.append(tail)
+        blocks.append(b"".join(pending))
+        return blocks
 
 
 class _Process:
@@ -262,14 +275,16 @@ class Exposition:
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) for a scrape with this Accept header, rendered at once."""
-        return drive(self.metrics_slices(accept))  # type: ignore[no-any-return]
+        blocks, content_type = drive(self.metrics_slices(accept))
+        return b"".join(blocks), content_type
 
     def metrics_slices(self, accept: str | None
-                       ) -> Generator[None, None, tuple[bytes, str]]:
-        """:meth:`metrics` as slices: yields whenever the caller may serve something else.
+                       ) -> Generator[None, None, tuple[list[bytes], str]]:
+        """:meth:`metrics` as slices: yields whenever the caller may serve something else, and
+        returns the body as blocks of about BLOCK_BYTES, to be sent one after the other.
 
         The totals are read once, at the start; pushes applied between slices are in the next
-        scrape. Renders of one format must not overlap (the caller serialises them).
+        scrape. Renders must not overlap (the caller serialises them).
         """
         om, content_type = negotiate(accept)
         fmt = self._formats[om]
@@ -280,8 +295,7 @@ class Exposition:
             rpc = yield from fmt.render_rpc(totals, store.buckets or protocol.DEFAULT_BUCKETS,
                                             self._counters(om).encode())
             fmt.rpc = (version, rpc)
-        body = b"".join((fmt.rpc[1], self._state(om).encode()))
-        return body, content_type
+        return [*fmt.rpc[1], self._state(om).encode()], content_type
 
     def _counters(self, om: bool) -> str:
         """The sidecar's own counters (they change only with the store's version)."""

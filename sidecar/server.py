@@ -12,13 +12,14 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
+import signal
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +36,7 @@ from sidecar.web import serve_until_signal
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
 log = logging.getLogger("sidecar.server")
+CHILD_NICE = 10  # the child that builds a JSON document yields the CPU to the loop
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def readiness(app: web.Application) -> tuple[bool, str]:
     return True, reason
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     accept = request.headers.get("Accept", "")
     if request.query.get("format") == "json" or (
             "application/json" in accept and "text/plain" not in accept):
@@ -236,27 +238,64 @@ async def metrics(request: web.Request) -> web.Response:
             try:
                 next(slices)
             except StopIteration as done:
-                body, content_type = done.value
+                blocks, content_type = done.value
                 break
             await asyncio.sleep(0)  # between slices, the loop answers probes and pushes
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = content_type
+    if len(blocks) == 1:
+        return web.Response(body=blocks[0], headers={"Content-Type": content_type})
+    # Block by block, so that no write copies megabytes at once; each waits for the client.
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = sum(map(len, blocks))
+    await response.prepare(request)
+    for block in blocks:
+        await response.write(block)
+    await response.write_eof()
     return response
 
 
 async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> web.Response:
-    """A JSON document computed in the worker thread from a frozen copy of the store.
+    """A JSON document built by a forked child, from the store as it is at the fork.
 
-    The copy is taken here, on the loop, so the document is consistent; building and encoding
-    it (tens of milliseconds for thousands of series) then leaves the loop free for probes.
+    Building and encoding the document is pure Python, hundreds of milliseconds for thousands
+    of series: on the loop it would hold up every probe, and in a thread it would take the GIL
+    from the loop just as well. A child shares no GIL with the loop, runs at a lower priority
+    than the loop, and the fork itself is the consistent copy of the store (copy on write).
     """
-    exposition = Exposition(app[STORE].frozen())
-
-    def build() -> str:
-        return json.dumps(make(exposition), separators=(",", ":"))
-
-    text = await asyncio.get_running_loop().run_in_executor(app[STATE]["worker"], build)
-    return web.Response(text=text, content_type="application/json")
+    async with app[STATE]["json_lock"]:  # one child at a time
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: write the document and leave, running nothing else
+            status = 1
+            try:
+                signal.set_wakeup_fd(-1)  # the loop's signal pipe is the parent's
+                os.close(read_fd)
+                os.nice(CHILD_NICE)
+                data = "".join(_json_pieces(make(Exposition(app[STORE])))).encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_fd, view):]
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        reader = asyncio.StreamReader(limit=2**31)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+            try:
+                data = await reader.read()
+            finally:
+                transport.close()
+        except BaseException:  # the client went away (cancelled), or the pipe failed
+            os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            _, status = os.waitpid(pid, 0)  # the pipe is closed: it has written and is exiting
+    if status != 0:
+        log.error("building a JSON document failed in its child (status %d)", status)
+        raise web.HTTPInternalServerError(reason="building the JSON document failed")
+    return web.Response(body=data, content_type="application/json")
 
 
 def _health_doc(app: web.Application) -> dict[str, Any]:
@@ -285,6 +324,30 @@ async def livez(request: web.Request) -> web.Response:
     return _json({"alive": True, "version": __version__})
 
 
+def _json_pieces(value: Any) -> Iterator[str]:
+    """Compact JSON text of ``value`` in pieces: large lists and objects member by member.
+
+    ``json.dumps`` holds the GIL for the whole document (tens of milliseconds for thousands
+    of series), and the loop would wait for it; between pieces the GIL changes hands.
+    """
+    if isinstance(value, list) and len(value) > 8:
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _json_pieces(item)
+        yield "]"
+    elif isinstance(value, dict) and (len(value) > 8 or any(
+            isinstance(v, list | dict) and len(v) > 8 for v in value.values())):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield f'{"," if i else ""}{json.dumps(key)}:'
+            yield from _json_pieces(item)
+        yield "}"
+    else:
+        yield json.dumps(value, separators=(",", ":"))
+
+
 async def snapshot(request: web.Request) -> web.Response:
     app = request.app
     health = _health_doc(app)
@@ -303,8 +366,24 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=load_openapi("sidecar"), content_type="application/json")
 
 
+def _freeze_after_full_collection(phase: str, info: dict[str, int]) -> None:
+    """Right after a full collection every object left is alive: freeze them all.
+
+    The cyclic collector then never scans them again (a full pass over a store of thousands of
+    series and its hour of history is hundreds of milliseconds with the event loop stopped);
+    they are still freed by reference counting when dropped, and nothing cyclic is frozen
+    because the collection that just ended freed it.
+    """
+    if phase == "stop" and info["generation"] == 2:
+        gc.freeze()
+
+
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
+    gc.collect()
+    gc.freeze()  # what start-up made lives as long as the process
+    if _freeze_after_full_collection not in gc.callbacks:
+        gc.callbacks.append(_freeze_after_full_collection)
     receiver = Receiver(settings.socket, store)
     await receiver.open()
     state["receiver"] = receiver
@@ -326,7 +405,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     state["ticker"].cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await state["ticker"]
-    state["worker"].shutdown(wait=False, cancel_futures=True)
+    with contextlib.suppress(ValueError):
+        gc.callbacks.remove(_freeze_after_full_collection)
     receiver.close()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
@@ -356,7 +436,7 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app[SETTINGS] = settings
     app[STORE] = store
     app[STATE] = {"draining": False, "grpc_serving": None, "render_lock": asyncio.Lock(),
-                  "worker": ThreadPoolExecutor(1, thread_name_prefix="sidecar-json")}
+                  "json_lock": asyncio.Lock()}
     app[EXPOSITION] = Exposition(store, ready=lambda: readiness(app)[0])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)

@@ -13,7 +13,6 @@ as the last minute's.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from collections import OrderedDict, deque
@@ -248,24 +247,6 @@ class Store:
                 out[key] = totals if have is None else have + totals
         self._totals_cache = (self.version, out)
         return out
-
-    def frozen(self) -> Store:
-        """A copy that answers as this store does now, for reading off the event loop.
-
-        It shares the Totals (never changed once made) and copies the containers that a push or
-        a tick changes, so a thread can compute the JSON documents from it while pushes go on;
-        its clock stands still at the moment it was taken.
-        """
-        self.totals()  # the copy answers from this cache; it never recomputes from sources
-        view = copy.copy(self)
-        now, wall = self.clock(), self.wall()
-        view.clock, view.wall = (lambda: now), (lambda: wall)
-        view.sources = {k: copy.copy(s) for k, s in self.sources.items()}
-        view.retired = dict(self.retired)
-        view.prehistory = dict(self.prehistory)
-        view.rejected = dict(self.rejected)
-        view.ring = deque(self.ring)
-        return view
 
     def observed(self) -> dict[Key, Totals]:
         """Totals without prehistory: what happened while this sidecar was listening."""
