@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import stat
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -263,7 +264,14 @@ async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> 
     """
     async with app[STATE]["json_lock"]:  # one child at a time
         read_fd, write_fd = os.pipe()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError as err:  # no process to spare: answer all the same, on the loop
+            os.close(read_fd)
+            os.close(write_fd)
+            log.warning("cannot fork to build a JSON document (%s); building it here", err)
+            return web.Response(text="".join(_json_pieces(make(Exposition(app[STORE])))),
+                                content_type="application/json")
         if pid == 0:  # the child: write the document and leave, running nothing else
             status = 1
             try:
@@ -275,6 +283,8 @@ async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> 
                 while view:
                     view = view[os.write(write_fd, view):]
                 status = 0
+            except BaseException:
+                traceback.print_exc()  # to the sidecar's stderr; the parent answers 500
             finally:
                 os._exit(status)
         os.close(write_fd)
