@@ -19,9 +19,11 @@ WORKDIR /src
 # README.m[d] copies the package's long description when there is one and nothing otherwise.
 COPY pyproject.toml README.m[d] ./
 
-# The runtime dependencies that pyproject.toml names, without the project itself.
+# The image runs every role, so it carries both extras: `sidecar` (serve, dashboard, alert) and
+# `demo` (the demo Oracle the chart runs by default); the extras naming the project itself are
+# left out, the project comes as a wheel below.
 RUN --mount=type=cache,target=/root/.cache/pip \
-    python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+    python -c "import tomllib; extras = tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']; print('\n'.join(r for e in ('sidecar', 'demo') for r in extras[e] if not r.startswith('oracle-sidecar')))" \
         > /tmp/requirements.txt \
  && pip --disable-pip-version-check --python /opt/venv/bin/python install --requirement /tmp/requirements.txt
 

@@ -16,7 +16,11 @@ given ``--output``; ``--only NAME`` picks some.
 5. ``dashboard`` (:mod:`benchmarks.dashboard`): the dashboard's /api/status and one alerter run
    against 20 targets.
 6. ``freshness`` (:mod:`benchmarks.freshness`): from an RPC's completion to /metrics.
-7. ``render`` (:mod:`benchmarks.render`): /metrics rendered by the sidecar's writer against
+7. ``state`` (:mod:`benchmarks.state_file`): the sidecar's state file, a save and a load
+   against ingesting the pushes.
+8. ``fine`` (:mod:`benchmarks.fine`): what the fine histogram costs against the classic
+   buckets alone: the record path, the Oracle's push, the sidecar's memory for 1 000 methods.
+9. ``render`` (:mod:`benchmarks.render`): /metrics rendered by the sidecar's writer against
    prometheus-client and Go's client_golang; the event loop and /livez under scrape load of
    2 000 series; idle RSS.
 
@@ -36,5 +40,7 @@ BENCHMARKS = {
     "sidecar": "benchmarks.sidecar_server",
     "dashboard": "benchmarks.dashboard",
     "freshness": "benchmarks.freshness",
+    "state": "benchmarks.state_file",
+    "fine": "benchmarks.fine",
     "render": "benchmarks.render",
 }

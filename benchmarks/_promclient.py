@@ -1,7 +1,7 @@
 """The sidecar's /metrics as prometheus-client rendered it before sidecar.promtext: the old path.
 
-The collectors are the ones the sidecar used (plus the two message families, which the new
-writer adds), read the same store, and go through prometheus-client's ``choose_encoder`` and
+The collectors are the ones the sidecar used (with the message families of issue 12), read
+the same store, and go through prometheus-client's ``choose_encoder`` and
 ``generate_latest``. The render benchmark times it against the new writer, and the exposition
 tests parse both renderings of one store and require the same families and samples.
 """
@@ -72,7 +72,7 @@ class _RpcCollector:
             sent.add_metric(values, t.msg_sent)
             for name, n in sorted(t.exceptions.items()):
                 exceptions.add_metric([service, method, name], n)
-        yield from (started, handled, seconds, received, sent, exceptions)
+        yield from (started, handled, seconds, exceptions, received, sent)
 
         yield CounterMetricFamily("oracle_sidecar_messages_received_total",
                                   "Datagrams received from reporters.", value=store.received)

@@ -84,7 +84,7 @@ class Pusher:
         n = len(protocol.DEFAULT_BUCKETS) + 1
         self.rows: list[dict[str, Any]] = [
             {"service": SERVICE, "method": m, "type": "unary", "started": 0,
-             "codes": {"OK": 0, "INTERNAL": 0, "NOT_FOUND": 0}, "hist": [0] * n, "sum": 0.0,
+             "codes": {"OK": 0, "Internal": 0, "NotFound": 0}, "hist": [0] * n, "sum": 0.0,
              "max": 0.0} for m in self.names]
 
     def push(self) -> int:
@@ -100,8 +100,8 @@ class Pusher:
             k = self.rng.randint(50, 150)
             row["started"] += k
             row["codes"]["OK"] += k - 2
-            row["codes"]["INTERNAL"] += 1
-            row["codes"]["NOT_FOUND"] += 1
+            row["codes"]["Internal"] += 1
+            row["codes"]["NotFound"] += 1
             row["hist"][self.rng.randint(0, 6)] += k
             row["sum"] += k * 0.004
             row["max"] = 0.3

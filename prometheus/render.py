@@ -10,7 +10,7 @@ defaults below; tests/prometheus fails when the committed file and a fresh rende
     .venv/bin/python prometheus/render.py --check         # exit 1 when it is out of date
     .venv/bin/python prometheus/render.py -o my-rules.yaml \\
         --set 'prometheusRule.selector=job="oracle"' \\
-        --set 'prometheusRule.excludedCodes={NOT_FOUND,ALREADY_EXISTS,CANCELLED}' \\
+        --set 'prometheusRule.excludedCodes={NotFound,AlreadyExists,Canceled}' \\
         --set alerter.errorRatePercent=2
 
 ``--set`` takes Helm's --set syntax and ``-f`` a values file, as `helm template` does; they go

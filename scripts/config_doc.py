@@ -22,10 +22,14 @@ HEAD = """# Configuration
 Every flag has an environment-variable twin: a flag wins over its variable, a variable over the
 default. A bad value stops the command before it starts, with a message that names the flag or
 the variable and says what is expected (exit code 2). Lists given through a variable are
-comma-separated.
+comma-separated. Durations take a unit (`30s`, `5m`, `1h30m`, `250ms`, `2d`) or a bare number
+of seconds.
 
 This file is generated from the code by `scripts/config_doc.py`; edit the flags' help there.
 """
+
+# Everything from this line on is written by hand and kept as it is by the generator.
+KEEP = "<!-- written by hand below; scripts/config_doc.py keeps it as it is -->"
 
 
 def _default(action: argparse.Action) -> str:
@@ -51,6 +55,9 @@ def render() -> str:
             flag = ", ".join(f"`{o}`" for o in action.option_strings)
             parts.append(f"| {flag} | {f'`{env}`' if env else ''} | {_default(action)} | "
                          f"{text} |\n")
+    kept = DOC.read_text().partition(KEEP) if DOC.exists() else ("", "", "")
+    if kept[1]:
+        parts.append(f"\n{KEEP}{kept[2]}")
     return "".join(parts)
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates everything the project needs on a fresh Debian machine with Python 3.11+.
 # Safe to run again: each step is skipped when its result is already there.
-#   scripts/setup.sh          Python packages only (the demo and the sidecar)
+#   scripts/setup.sh          Python packages only (the sidecar, the demo, the benchmarks)
 #   scripts/setup.sh --test   also the Debian packages and Python packages the tests need
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,15 +15,17 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
   exit 1
 fi
 
-# Debian packages the tests drive for real: the Prometheus server with promtool, Chromium, Go.
+# Debian packages the tests drive for real: the Prometheus server with promtool, Chromium, and
+# Go with go-grpc-prometheus for the reference server of tests/prometheus/test_goref.py.
 if (( want_test )); then
   missing=()
   command -v promtool >/dev/null || missing+=(prometheus)
   [[ -x /usr/bin/chromium ]] || missing+=(chromium)
-  # Go's client_golang, the reference the /metrics writer is checked and benchmarked against.
   command -v go >/dev/null || missing+=(golang-go)
-  [[ -d /usr/share/gocode/src/github.com/prometheus/client_golang ]] \
-    || missing+=(golang-github-prometheus-client-golang-dev)
+  for pkg in golang-google-grpc-dev golang-github-grpc-ecosystem-go-grpc-prometheus-dev \
+             golang-github-prometheus-client-golang-dev; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
+  done
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "setup: the tests need the Debian packages ${missing[*]}; run as root or install them" >&2
@@ -44,9 +46,11 @@ if (( want_test )); then
   fi
 fi
 
-# The virtual environment, rebuilt only when pyproject.toml changes.
-extras=bench
-(( want_test )) && extras=test,bench
+# The virtual environment, rebuilt only when pyproject.toml changes. The project's own
+# dependencies are none (the reporter alone); the extras bring the sidecar, the demo's gRPC
+# stubs, the benchmarks' alternatives and, with --test, the test tools.
+extras=sidecar,demo,bench
+(( want_test )) && extras=sidecar,demo,test,bench
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)-$extras
 if [[ ! -f $stamp ]]; then
   [[ -x .venv/bin/python ]] || "$PYTHON" -m venv .venv

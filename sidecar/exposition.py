@@ -17,10 +17,10 @@ import platform
 import resource
 import time
 from collections.abc import Generator
-from itertools import accumulate, pairwise
+from itertools import accumulate
 from typing import Any
 
-from sidecar import __version__, protocol
+from sidecar import __version__, fine, protocol
 from sidecar.promtext import (
     EOF,
     escape_label,
@@ -31,7 +31,7 @@ from sidecar.promtext import (
     om_float,
     om_int,
 )
-from sidecar.stats import Totals, delta, summarise
+from sidecar.stats import Totals, add_all, complete_fine, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition", "drive"]
@@ -47,12 +47,10 @@ RPC_FAMILIES = (
     ("grpc_server_started_total", "counter", "RPCs started on the server."),
     ("grpc_server_handled_total", "counter", "RPCs completed on the server, by status code."),
     ("grpc_server_handling_seconds", "histogram", "Time the server took to handle RPCs."),
-    ("grpc_server_msg_received_total", "counter",
-     "RPC stream messages received on the server (1 per unary call)."),
-    ("grpc_server_msg_sent_total", "counter",
-     "RPC stream messages sent by the server (1 per successful unary call)."),
     ("oracle_sidecar_rpc_exceptions_total", "counter",
      "Uncaught exceptions in RPC handlers, by type."),
+    ("grpc_server_msg_received_total", "counter", "RPC stream messages received on the server."),
+    ("grpc_server_msg_sent_total", "counter", "gRPC stream messages sent by the server."),
 )
 COUNTERS = (
     ("oracle_sidecar_messages_received_total", "Datagrams received from reporters."),
@@ -121,7 +119,7 @@ class _Format:
                       + "grpc_server_handling_seconds_sum{\0} %s\n")
 
     def write(self, key: Key, t: Totals) -> tuple[bytes, ...]:
-        """The six families' lines of one series."""
+        """The lines of one series in each of the RPC_FAMILIES, in their order."""
         labels = self.labels.get(key)
         if labels is None:
             service, method, rpc_type = map(escape_label, key)
@@ -142,20 +140,23 @@ class _Format:
             handled = [counter(n) for n in handled]
             if not self.om:  # OpenMetrics writes histogram counts as integers
                 cumulative = [go_int(n) for n in cumulative]
-        out = (f"grpc_server_started_total{{{labels}}} {started}{suffix}\n".encode(),
-               (self._handled[small] % tuple(handled)).replace("\0", labels).encode(),
-               (self._hist % (*cumulative, cumulative[-1], self.float(t.sum))
-                ).replace("\0", labels).encode(),
-               f"grpc_server_msg_received_total{{{labels}}} {received}{suffix}\n".encode(),
-               f"grpc_server_msg_sent_total{{{labels}}} {sent}{suffix}\n".encode())
-        if not t.exceptions:
-            return (*out, b"")
-        service, method, _ = key
-        where = f'grpc_method="{escape_label(method)}",grpc_service="{escape_label(service)}"'
-        return (*out, "".join(
-            f'oracle_sidecar_rpc_exceptions_total{{exception="{escape_label(name)}",'
-            f"{where}}} {self.counter(n)}\n"
-            for name, n in sorted(t.exceptions.items())).encode())
+        if t.exceptions:
+            service, method, _ = key
+            where = (f'grpc_method="{escape_label(method)}",'
+                     f'grpc_service="{escape_label(service)}"')
+            exceptions = "".join(
+                f'oracle_sidecar_rpc_exceptions_total{{exception="{escape_label(name)}",'
+                f"{where}}} {self.counter(n)}\n"
+                for name, n in sorted(t.exceptions.items())).encode()
+        else:
+            exceptions = b""
+        return (f"grpc_server_started_total{{{labels}}} {started}{suffix}\n".encode(),
+                (self._handled[small] % tuple(handled)).replace("\0", labels).encode(),
+                (self._hist % (*cumulative, cumulative[-1], self.float(t.sum))
+                 ).replace("\0", labels).encode(),
+                exceptions,
+                f"grpc_server_msg_received_total{{{labels}}} {received}{suffix}\n".encode(),
+                f"grpc_server_msg_sent_total{{{labels}}} {sent}{suffix}\n".encode())
 
     def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
                    ) -> Generator[None, None, list[bytes]]:
@@ -272,6 +273,8 @@ class Exposition:
         self._heads = {om: {n: header(n, k, h, om) for n, k, h in
                             [*((n, "counter", h) for n, h in COUNTERS), *GAUGES, *PROCESS]}
                        for om in (False, True)}
+        # history: the finished intervals' points, by (start, end, rpc)
+        self._history: dict[tuple[float, float, str | None], dict[str, Any]] = {}
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) for a scrape with this Accept header, rendered at once."""
@@ -417,17 +420,20 @@ class Exposition:
                 now: dict[Key, Totals], before: dict[Key, Totals], seconds: float | None
                 ) -> dict[str, Any]:
         rpcs = []
-        summed = Totals()
+        deltas = []
         for key in sorted(now):
             d = delta(now[key], before.get(key))
-            summed = summed + d
+            deltas.append(d)
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
-            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row})
+            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row,
+                         "fine": fine.to_json(complete_fine(d))})
+        summed = add_all(deltas)
         largest = max((t.max for t in totals.values()), default=0.0)
         return {
             "seconds": seconds,
             "covered_seconds": round(covered, 3),
-            "totals": summarise(summed, bounds, covered, largest),
+            "totals": {**summarise(summed, bounds, covered, largest),
+                       "fine": fine.to_json(complete_fine(summed))},
             "rpcs": rpcs,
         }
 
@@ -443,22 +449,39 @@ class Exposition:
         ring.append((store.clock(), time.time(), store.observed()))
 
         def pick(points: dict[Key, Totals]) -> Totals:
-            out = Totals()
-            for key, t in points.items():
-                if rpc is None or f"{key[0]}/{key[1]}" == rpc:
-                    out = out + t
-            return out
+            return add_all(t for key, t in points.items()
+                           if rpc is None or f"{key[0]}/{key[1]}" == rpc)
+
+        # Ring points never change: the point between two of them is kept, so a refresh
+        # computes only the newest interval (the ring's last point to now).
+        cache = self._history
+        kept = len(ring) - 1  # ring[kept] is "now", never kept
+        sums: dict[int, Totals] = {}
+
+        def total(i: int) -> Totals:
+            if i not in sums:
+                sums[i] = pick(ring[i][2])
+            return sums[i]
 
         points = []
-        previous = pick(ring[0][2])
-        for (t0, _, _), (t1, wall, values) in pairwise(ring):
-            current = pick(values)
-            d = current - previous if previous.hist or previous.codes else current
-            previous = current
-            s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
-            points.append({
-                "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
-                "errors": s["errors"], "rate_per_second": s["rate_per_second"],
-                "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
-            })
-        return {"rpc": rpc, "points": points}
+        for i in range(1, len(ring)):
+            (t0, _, _), (t1, wall, _) = ring[i - 1], ring[i]
+            key = (t0, t1, rpc)
+            point = cache.get(key) if i < kept else None
+            if point is None:
+                previous, current = total(i - 1), total(i)
+                d = current - previous if previous.hist or previous.codes else current
+                s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
+                point = {
+                    "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
+                    "errors": s["errors"], "rate_per_second": s["rate_per_second"],
+                    "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
+                    "max_ms": s["max_ms"], "fine": fine.to_json(complete_fine(d)),
+                }
+                if i < kept:
+                    cache[key] = point
+            points.append(point)
+        if len(cache) > 4 * kept:  # points pruned from the ring, or other RPCs asked
+            live = {(ring[i - 1][0], ring[i][0]) for i in range(1, kept)}
+            self._history = {k: v for k, v in cache.items() if k[:2] in live and k[2] == rpc}
+        return {"rpc": rpc, "buckets": list(bounds), "points": points}

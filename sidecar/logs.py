@@ -6,12 +6,17 @@ One JSON object per line::
      "logger": "nps.oracle", "message": "served", "rpc_method": "GetReading", "duration_ms": 1.2}
 
 ``setup_logging()`` writes to stdout; with ``log_dir`` (or ``ORACLE_LOG_DIR``) it also keeps
-rotating files there, ``oracle.log`` (every level) and ``error.log`` (ERROR and above), 10 MB x 5.
-Calling it again replaces its own handlers instead of adding more.
+rotating files there, one pair per process role: ``<role>.log`` (every level) and
+``<role>-error.log`` (ERROR and above), 10 MB x 5, where the role is the service name without
+its ``oracle-`` prefix (``sidecar``, ``dashboard``, ``alerter``, ``oracle``). Several processes
+of one role (pre-fork workers) may share the files: a rollover happens under a lock file and the
+others follow it to the new file. Calling it again replaces its own handlers instead of adding
+more.
 """
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import logging.handlers
 import os
@@ -21,7 +26,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-__all__ = ["JsonLogFormatter", "setup_logging"]
+__all__ = ["JsonLogFormatter", "SharedRotatingFileHandler", "log_files", "setup_logging"]
 
 _MARK = "_oracle_sidecar_handler"
 _MAX_BYTES = 10 * 1024 * 1024
@@ -68,6 +73,45 @@ class _ClientErrors(logging.Filter):
         return logging.getLogger().isEnabledFor(logging.DEBUG)
 
 
+class SharedRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """A rotating file that several processes may write: the rollover is done by one of them
+    under ``<file>.lock``, and a process whose file was rotated away reopens the new one."""
+
+    def shouldRollover(self, record: logging.LogRecord) -> int:
+        if self.stream is not None:
+            try:
+                moved = os.stat(self.baseFilename).st_ino != os.fstat(self.stream.fileno()).st_ino
+            except OSError:
+                moved = True
+            if moved:  # another process rotated it
+                self.stream.close()
+                self.stream = self._open()
+        return super().shouldRollover(record)
+
+    def doRollover(self) -> None:
+        with open(self.baseFilename + ".lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                try:
+                    size = os.path.getsize(self.baseFilename)
+                except OSError:
+                    size = 0
+                if size + 1024 < self.maxBytes:  # another process has just rotated it
+                    if self.stream is not None:
+                        self.stream.close()
+                    self.stream = self._open()
+                else:
+                    super().doRollover()
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def log_files(service: str) -> tuple[str, str]:
+    """The file names a process of ``service`` writes in the log directory: (all, errors)."""
+    role = service.removeprefix("oracle-") or "oracle"
+    return f"{role}.log", f"{role}-error.log"
+
+
 def _rfc3339(created: float) -> str:
     moment = datetime.fromtimestamp(created, UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
@@ -97,11 +141,12 @@ def setup_logging(
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stdout)]
     if log_dir:
         os.makedirs(log_dir, exist_ok=True)
-        everything = logging.handlers.RotatingFileHandler(
-            os.path.join(log_dir, "oracle.log"), maxBytes=_MAX_BYTES, backupCount=_BACKUPS
+        all_name, error_name = log_files(service)
+        everything = SharedRotatingFileHandler(
+            os.path.join(log_dir, all_name), maxBytes=_MAX_BYTES, backupCount=_BACKUPS
         )
-        errors = logging.handlers.RotatingFileHandler(
-            os.path.join(log_dir, "error.log"), maxBytes=_MAX_BYTES, backupCount=_BACKUPS
+        errors = SharedRotatingFileHandler(
+            os.path.join(log_dir, error_name), maxBytes=_MAX_BYTES, backupCount=_BACKUPS
         )
         errors.setLevel(logging.ERROR)
         handlers += [everything, errors]

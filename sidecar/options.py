@@ -3,12 +3,15 @@
 Every flag of every subcommand is declared with :func:`add`, which names its env twin. A value
 from the environment goes through the same parser as the flag, and a bad one stops the program
 with a message that names the variable (or the flag) and the value, before anything starts.
+Every duration takes a unit (:func:`duration`: ``30s``, ``5m``, ``1h30m``, ``250ms``) or a bare
+number of seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -152,6 +155,49 @@ def non_negative_float(text: str) -> float:
     if value < 0:
         raise ValueError(f"{text!r} must be a finite number, zero or more")
     return value
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ms|s|m|h|d)")
+
+
+def _seconds(text: str) -> float:
+    raw = text.strip().lower().replace(" ", "")
+    try:
+        value = float(raw)
+    except ValueError:
+        parts = _PART.findall(raw)
+        if not parts or "".join(n + u for n, u in parts) != raw:
+            raise ValueError(f"{text!r} is not a duration (e.g. 30, 30s, 250ms, 5m, 1h30m)"
+                             ) from None
+        value = sum(float(n) * _UNITS[u] for n, u in parts)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text!r} must be a finite duration")
+    return value
+
+
+def duration(text: str) -> float:
+    """Seconds from ``30``, ``30s``, ``250ms``, ``5m``, ``1h``, ``1h30m``, ``2d``; zero or more.
+
+    A bare number is seconds, as every duration flag used to take.
+    """
+    value = _seconds(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be a duration of zero or more")
+    return value
+
+
+def positive_duration(text: str) -> float:
+    """A duration above zero (see :func:`duration`)."""
+    value = _seconds(text)
+    if value <= 0:
+        raise ValueError(f"{text!r} must be a duration above zero (e.g. 30s, 5m)")
+    return value
+
+
+def non_negative_duration(text: str) -> float:
+    """A duration, zero allowed (see :func:`duration`)."""
+    return duration(text)
 
 
 def positive_int(text: str) -> int:

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import math
+from array import array
 from dataclasses import dataclass, field
 from typing import Any
 
+from sidecar import fine as fine_histogram
+
 __all__ = [
     "CODES",
+    "CODE_ALIASES",
     "DEFAULT_BUCKETS",
     "HEALTH_STATES",
     "MAX_DATAGRAM",
@@ -27,6 +31,7 @@ __all__ = [
     "Row",
     "clean_name",
     "clean_text",
+    "code_name",
     "decode",
     "encode",
 ]
@@ -43,12 +48,24 @@ MAX_PARTS = 64
 DEFAULT_BUCKETS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
 )
+# gRPC status codes by number, spelt as Go's codes.Code.String() writes them: the spelling
+# go-grpc-prometheus exports and the public dashboards and alert rules match. Everything after
+# the decoder (store, JSON API, /metrics, alerter, dashboard, chart) uses these names.
 CODES: tuple[str, ...] = (
+    "OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineExceeded", "NotFound",
+    "AlreadyExists", "PermissionDenied", "ResourceExhausted", "FailedPrecondition",
+    "Aborted", "OutOfRange", "Unimplemented", "Internal", "Unavailable", "DataLoss",
+    "Unauthenticated",
+)
+# The gRPC spec's upper-case names (grpc.StatusCode's, py-grpc-prometheus's), same order. The
+# wire accepts them too; the decoder turns them into Go's names. The one alias map.
+CODE_ALIASES: dict[str, str] = dict(zip((
     "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
     "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
     "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
     "UNAUTHENTICATED",
-)
+), CODES, strict=True))
+_CODE_NAMES: dict[str, str] = {**CODE_ALIASES, **{c: c for c in CODES}}
 RPC_TYPES = ("unary", "client_stream", "server_stream", "bidi_stream")
 HEALTH_STATES = ("healthy", "degraded", "down")
 
@@ -75,6 +92,11 @@ class ProtocolError(ValueError):
         self.detail = detail
 
 
+def code_name(name: str) -> str | None:
+    """Go's name of a gRPC code given as Go spells it or as the spec does; None if neither."""
+    return _CODE_NAMES.get(name) if isinstance(name, str) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Row:
     """Cumulative totals of one RPC method in one process."""
@@ -91,6 +113,7 @@ class Row:
     last_error: tuple[str, float] | None = None  # (code, unix time)
     msg_received: int = 0
     msg_sent: int = 0
+    fine: array | None = None  # sparse fine counts (sidecar.fine); None when not sent
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -244,7 +267,7 @@ def decode(data: bytes) -> Message:
     if len(raw_rows) > MAX_ROWS:
         raise ProtocolError("too_many_series", f"{len(raw_rows)} rpcs in one message, "
                                                f"the limit is {MAX_ROWS}")
-    rows = tuple(_row(r, i, len(buckets) + 1) for i, r in enumerate(raw_rows))
+    rows = tuple(_row(r, i, buckets) for i, r in enumerate(raw_rows))
     final = obj.get("final", False)
     if not isinstance(final, bool):
         raise ProtocolError("bad_field", f"final must be true or false, not {_kind(final)}")
@@ -252,8 +275,9 @@ def decode(data: bytes) -> Message:
                    buckets, rows, health, checks, dropped, send_errors, overflow, final)
 
 
-def _row(obj: Any, index: int, n_buckets: int) -> Row:
+def _row(obj: Any, index: int, buckets: tuple[float, ...]) -> Row:
     where = f"rpcs[{index}]."
+    n_buckets = len(buckets) + 1
     if not isinstance(obj, dict):
         raise ProtocolError("bad_field", f"rpcs[{index}] must be an object, not {_kind(obj)}")
     service = _name(_get(obj, "service", str, where), where + "service")
@@ -263,7 +287,7 @@ def _row(obj: Any, index: int, n_buckets: int) -> Row:
         raise ProtocolError("bad_field", f"{where}type {rpc_type!r} is not one of "
                                          f"{', '.join(RPC_TYPES)}")
     started = _count(_get(obj, "started", int, where), where + "started")
-    codes = _count_map(_get(obj, "codes", dict, where), where + "codes", names=CODES)
+    codes = _codes(_get(obj, "codes", dict, where), where + "codes")
     hist_raw = _get(obj, "hist", list, where)
     if len(hist_raw) != n_buckets:
         raise ProtocolError("bad_field", f"{where}hist has {len(hist_raw)} counts; the bucket "
@@ -275,16 +299,43 @@ def _row(obj: Any, index: int, n_buckets: int) -> Row:
     last = obj.get("last_error")
     last_error = None
     if last is not None:
-        if (not isinstance(last, list) or len(last) != 2 or last[0] not in CODES
-                or not isinstance(last[1], (int, float)) or isinstance(last[1], bool)):
-            raise ProtocolError("bad_field", f"{where}last_error must be [CODE, unix time]")
-        last_error = (str(last[0]), float(last[1]))
+        code = code_name(last[0]) if isinstance(last, list) and len(last) == 2 else None
+        if code is None or not isinstance(last[1], (int, float)) or isinstance(last[1], bool):
+            raise ProtocolError("bad_field", f"{where}last_error must be [code name, unix time]")
+        last_error = (code, float(last[1]))
     # Messages received and sent; a sender that does not count them is taken to be unary:
     # one request per started call, one response per OK.
     msg_received = _count(obj.get("msg_received", started), where + "msg_received")
     msg_sent = _count(obj.get("msg_sent", codes.get("OK", 0)), where + "msg_sent")
+    fine = _fine(obj.get("fine"), where + "fine", buckets, hist)
     return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
-               exceptions, last_error, msg_received, msg_sent)
+               exceptions, last_error, msg_received, msg_sent, fine)
+
+
+def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, ...]
+          ) -> array | None:
+    """The optional fine histogram of a row, checked against its classic counts.
+
+    An unknown schema (a newer reporter) is ignored, so its classic counts still count.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, dict) or isinstance(value.get("schema"), bool) \
+            or not isinstance(value.get("schema"), int):
+        raise ProtocolError("bad_field", f'{where} must be {{"schema": 1, "runs": [...]}}')
+    fine_bounds = fine_histogram.bounds(buckets, value["schema"])
+    if fine_bounds is None:
+        return None
+    try:
+        pairs = fine_histogram.from_runs(_get(value, "runs", list, where + "."),
+                                         len(fine_bounds) + 1, where + ".runs")
+    except ValueError as err:
+        raise ProtocolError("bad_field", str(err)) from None
+    folded = fine_histogram.fold_classic(pairs, buckets)
+    if tuple(folded) != hist:
+        raise ProtocolError("bad_field", f"{where} counts add up to {folded} per classic "
+                                         f"bucket, but hist says {list(hist)}")
+    return pairs
 
 
 def _kind(value: Any) -> str:
@@ -339,12 +390,22 @@ def _bounded_map(obj: Any, where: str) -> dict[Any, Any]:
     return obj
 
 
-def _count_map(obj: Any, where: str, names: tuple[str, ...] | None = None) -> dict[str, int]:
+def _count_map(obj: Any, where: str) -> dict[str, int]:
     out = {}
     for key, value in _bounded_map(obj, where).items():
-        if names is not None and key not in names:
-            raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name")
         out[_name(key, f"{where} key")] = _count(value, f"{where}.{key[:40]}")
+    return out
+
+
+def _codes(obj: Any, where: str) -> dict[str, int]:
+    """Counts per code, keyed by Go's names; a spec spelling of the same code is added to it."""
+    out: dict[str, int] = {}
+    for key, value in _count_map(obj, where).items():
+        code = code_name(key)
+        if code is None:
+            raise ProtocolError("bad_field", f"{where} key {key[:40]!r} is not a gRPC code name "
+                                             f"(Go's, e.g. NotFound, or the spec's, NOT_FOUND)")
+        out[code] = out.get(code, 0) + value
     return out
 
 

@@ -30,6 +30,7 @@ from sidecar import __version__, options, protocol
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
+from sidecar.persist import StateFile
 from sidecar.reporter.core import DEFAULT_SOCKET
 from sidecar.store import Store
 from sidecar.web import serve_until_signal
@@ -58,6 +59,12 @@ class SocketError(RuntimeError):
     """The metrics socket cannot be made; the message says why and what to do."""
 
 
+_SOCKET_FIX = ("run the sidecar as a user that may write there, or choose another path with "
+               "--socket / ORACLE_METRICS_SOCKET")
+_PORT_FIX = ("choose another port with --port / ORACLE_HTTP_PORT (0 = any free port) or "
+             "another address with --host / ORACLE_HTTP_HOST")
+
+
 # -- the socket ---------------------------------------------------------------------------------
 
 def bind_socket(path: str) -> socket.socket:
@@ -67,11 +74,14 @@ def bind_socket(path: str) -> socket.socket:
         os.makedirs(directory, mode=0o770, exist_ok=True)  # the socket's group, no one else
     except OSError as err:
         raise SocketError(f"cannot create the socket directory {directory}: "
-                          f"{err.strerror}") from err
+                          f"{err.strerror}; {_SOCKET_FIX}") from err
     try:
         mode = os.lstat(path).st_mode
     except FileNotFoundError:
         mode = None
+    except OSError as err:  # e.g. a directory this user may not search
+        raise SocketError(f"cannot use the socket directory {directory}: {err.strerror}; "
+                          f"{_SOCKET_FIX}") from err
     if mode is not None:
         if not stat.S_ISSOCK(mode):
             raise SocketError(f"{path} exists and is not a socket; remove it or choose another "
@@ -82,7 +92,7 @@ def bind_socket(path: str) -> socket.socket:
         except OSError as err:
             if err.errno != errno.ECONNREFUSED:
                 raise SocketError(f"cannot check the existing socket {path}: "
-                                  f"{err.strerror}") from err
+                                  f"{err.strerror}; {_SOCKET_FIX}") from err
             os.unlink(path)  # stale: left by a sidecar that crashed
             log.info("replaced a stale metrics socket", extra={"socket": path})
         else:
@@ -102,18 +112,21 @@ def bind_socket(path: str) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * 1024 * 1024)
     except OSError as err:
         sock.close()
-        raise SocketError(f"cannot bind {path}: {err.strerror}") from err
+        raise SocketError(f"cannot bind {path}: {err.strerror}; {_SOCKET_FIX}") from err
     sock.setblocking(False)
     return sock
 
 
 class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, after: Callable[[], None] | None = None) -> None:
         self.store = store
+        self.after = after
 
     def datagram_received(self, data: bytes, addr: Any) -> None:
         try:
             self.store.ingest(data)
+            if self.after is not None:
+                self.after()
         except Exception:  # a bug must not stop the receiver; the datagram is counted lost
             self.store.rejected["bad_field"] += 1
             log.exception("failed to apply a datagram")
@@ -125,9 +138,10 @@ class _Datagrams(asyncio.DatagramProtocol):
 class Receiver:
     """Owns the socket and its transport; re-creates the socket file if it vanishes."""
 
-    def __init__(self, path: str, store: Store) -> None:
+    def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
         self.path = path
         self.store = store
+        self.after = after  # called after each datagram (the state file's save check)
         self.transport: asyncio.DatagramTransport | None = None
         self.inode: int | None = None
         self.problem: str | None = None
@@ -136,8 +150,8 @@ class Receiver:
         sock = bind_socket(self.path)
         self.inode = os.stat(self.path).st_ino
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self.store),
-                                                           sock=sock)
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self.store, self.after), sock=sock)
         # asyncio reads 256 KiB per datagram by default; one byte over the protocol's limit is
         # enough to tell an oversized datagram, and costs a third of the CPU.
         transport.max_size = protocol.MAX_DATAGRAM + 1  # type: ignore[attr-defined]
@@ -390,12 +404,16 @@ def _freeze_after_full_collection(phase: str, info: dict[str, int]) -> None:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
+    # What a previous sidecar on this socket knew, read back before the first datagram.
+    state_file = StateFile(settings.socket, store)
+    state_file.load()
     gc.collect()
-    gc.freeze()  # what start-up made lives as long as the process
+    gc.freeze()  # what start-up made (and the state read back) lives as long as the process
     if _freeze_after_full_collection not in gc.callbacks:
         gc.callbacks.append(_freeze_after_full_collection)
-    receiver = Receiver(settings.socket, store)
+    receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
     await receiver.open()
+    state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
 
@@ -404,6 +422,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
             try:
                 store.tick()
+                state_file.maybe_save()
                 await receiver.check()
                 if settings.grpc_health_target:
                     state["grpc_serving"] = await _grpc_health(settings.grpc_health_target)
@@ -418,6 +437,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(ValueError):
         gc.callbacks.remove(_freeze_after_full_collection)
     receiver.close()
+    state_file.save()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)
@@ -469,15 +489,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add(parser, "--host", env="ORACLE_HTTP_HOST", default="0.0.0.0", help="address to serve on")
     add(parser, "--port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
         help="HTTP port for /metrics, /health, /ready, /livez")
-    add(parser, "--stale-after", env="ORACLE_STALE_AFTER", type=options.positive_float,
+    add(parser, "--stale-after", env="ORACLE_STALE_AFTER", type=options.positive_duration,
         default=5.0, help="seconds without a push before a process counts as down")
-    add(parser, "--expire-after", env="ORACLE_EXPIRE_AFTER", type=options.positive_float,
+    add(parser, "--expire-after", env="ORACLE_EXPIRE_AFTER", type=options.positive_duration,
         default=60.0, help="seconds without a push before a process's totals are retired")
     add(parser, "--max-series", env="ORACLE_MAX_SERIES", type=options.positive_int,
         default=2000, help="most RPC methods exported; more are counted as overflow")
     add(parser, "--grpc-health-target", env="ORACLE_GRPC_HEALTH_TARGET", type=options.host_port,
         help="HOST:PORT whose grpc.health.v1 must answer SERVING for /ready")
-    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS", type=options.non_negative_float,
+    add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS",
+        type=options.non_negative_duration,
         default=2.0,
         help="after SIGTERM, seconds to keep serving with /ready at 503 before exiting")
     add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
@@ -489,11 +510,35 @@ def run(args: argparse.Namespace) -> int:
     setup_logging("oracle-sidecar", args.log_level)
     settings = Settings(args.socket, args.host, args.port, args.stale_after, args.expire_after,
                         args.max_series, args.grpc_health_target, args.drain_seconds)
+    problem = port_problem(settings.host, settings.port)
+    if problem is not None:  # before anything else starts or logs that it did
+        log.error("cannot start: %s", problem)
+        return 1
     try:
         return asyncio.run(serve(settings))
     except SocketError as err:
         log.error("cannot start: %s", err)
         return 1
+
+
+def port_problem(host: str, port: int) -> str | None:
+    """Why the HTTP server could not listen on ``host:port`` (naming the fix), or None.
+
+    Bound the way aiohttp binds (SO_REUSEADDR), then released at once.
+    """
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as err:
+        return f"cannot listen on {host}:{port}: {err.strerror}; {_PORT_FIX}"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            return f"cannot listen on {host}:{port}: {err.strerror}; {_PORT_FIX}"
+    return None
 
 
 async def serve(settings: Settings) -> int:

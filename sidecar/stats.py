@@ -1,17 +1,22 @@
 """Figures derived from cumulative RPC totals: deltas over a window, rates, percentiles.
 
-Percentiles are estimated from histogram buckets exactly as PromQL's ``histogram_quantile``
-does, so that the JSON API, the dashboard, the alerter and Prometheus agree.
+Percentiles come from the fine histogram (:mod:`sidecar.fine`: within 2 % of the exact
+nearest-rank value from 100 µs to 60 s) whenever every process behind the figures sent one;
+otherwise (an old reporter) from the classic buckets, as PromQL's ``histogram_quantile`` does.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from array import array
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from itertools import accumulate
 from typing import Any
 
-__all__ = ["Totals", "delta", "histogram_quantile", "summarise"]
+from sidecar import fine as fine_histogram
+
+__all__ = ["Totals", "add_all", "complete_fine", "delta", "histogram_quantile", "summarise"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +32,9 @@ class Totals:
     last_error: tuple[str, float] | None = None
     msg_received: int = 0  # stream messages received (1 per unary call)
     msg_sent: int = 0  # stream messages sent (1 per successful unary call)
+    # Sparse fine counts (sidecar.fine) of the calls whose process sent them; None when no
+    # process behind these totals did. See complete_fine() for when they describe every call.
+    fine: array | None = None
 
     @property
     def handled(self) -> int:
@@ -52,6 +60,14 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         hist = a.hist
     else:
         hist = tuple(x + sign * y for x, y in zip(a.hist, b.hist, strict=True))
+    # A side without fine counts (an older reporter) adds none: the sum's fine counts then
+    # cover fewer calls than its classic ones, and complete_fine() says so. A window in which
+    # only processes with fine counts had calls is still complete.
+    if a.fine is None and b.fine is None:
+        fine = None
+    else:
+        fine = fine_histogram.combine(a.fine if a.fine is not None else array("I"),
+                                      b.fine if b.fine is not None else array("I"), sign)
     last = a.last_error
     if sign > 0 and b.last_error and (last is None or b.last_error[1] > last[1]):
         last = b.last_error
@@ -65,7 +81,30 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
         last_error=last,
         msg_received=a.msg_received + sign * b.msg_received,
         msg_sent=a.msg_sent + sign * b.msg_sent,
+        fine=fine,
     )
+
+
+def add_all(items: Iterable[Totals]) -> Totals:
+    """The sum of many totals; the fine counts added in one pass (not pair by pair)."""
+    items = list(items)
+    out = Totals()
+    for t in items:
+        out = out + replace(t, fine=None)
+    if any(t.fine is not None for t in items):
+        out = replace(out, fine=fine_histogram.total(t.fine for t in items if t.fine is not None))
+    return out
+
+
+def complete_fine(d: Totals) -> array | None:
+    """``d``'s fine counts when they account for every call its classic counts hold, else None.
+
+    Not complete when a process behind ``d`` sent no fine counts and had calls in it.
+    """
+    if d.fine is None or not d.hist or fine_histogram.count(d.fine) != sum(d.hist) \
+            or any(n < 0 for n in d.fine[1::2]):
+        return None
+    return d.fine
 
 
 def delta(now: Totals, before: Totals | None) -> Totals:
@@ -115,20 +154,30 @@ def summarise(d: Totals, bounds: tuple[float, ...], seconds: float, all_time_max
         return None if math.isnan(value) else round(value * 1000, 3)
 
     largest = None
+    fine_bounds = fine_histogram.bounds(bounds)
+    fine = complete_fine(d) if fine_bounds is not None else None
+    fine = fine if fine else None  # no calls: nothing to estimate from
     # A sender's codes and buckets may disagree (a row with codes but no bucket counts is
     # valid on the wire): no bucket, no maximum.
     top = max((i for i, n in enumerate(d.hist) if n > 0), default=None)
     if count and top is not None:
         bound = bounds[top] if top < len(bounds) else math.inf
+        if fine is not None and fine_bounds is not None:
+            bound = fine_histogram.top(fine, fine_bounds)
         top_ms = ms(min(bound, all_time_max) if all_time_max > 0 else bound)
         # Only the +Inf bucket with no maximum reported: unknown, and JSON has no Infinity.
         largest = top_ms if top_ms is not None and math.isfinite(top_ms) else None
+
+    from_fine = dict(zip((0.50, 0.95, 0.99), fine_histogram.quantiles(
+        (0.50, 0.95, 0.99), fine, fine_bounds, all_time_max), strict=True)) \
+        if fine is not None and fine_bounds is not None else {}
+
     def quantile(q: float) -> float | None:
-        # PromQL's estimate, capped at the largest duration seen: interpolation inside a bucket
-        # must not report a p50 above the slowest RPC (still within the same bucket as PromQL).
         if not d.hist:
             return None
-        value = ms(histogram_quantile(q, bounds, d.hist))
+        # Without fine counts, PromQL's estimate from the classic buckets, capped at the largest
+        # duration seen: interpolation must not report a p50 above the slowest RPC.
+        value = ms(from_fine[q] if from_fine else histogram_quantile(q, bounds, d.hist))
         return value if value is None or largest is None else min(value, largest)
 
     return {

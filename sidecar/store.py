@@ -1,9 +1,10 @@
 """The sidecar's aggregate state: one record per reporting process, retired totals, history.
 
 Every exported counter is ``retired + sum(live sources)``. A source that says it is exiting
-(``final``) or that has not pushed for ``expire_after`` seconds is folded into the retired totals,
-so counters stay monotonic across gRPC process restarts; if an expired source speaks again it is
-taken back out, so nothing is counted twice.
+(``final``), that a newer process of the same service succeeds (docs/protocol.md, "Process
+lifecycle"), or that has not pushed for ``expire_after`` seconds is folded into the retired
+totals, so counters stay monotonic across gRPC process restarts; if a retired source speaks
+again it is taken back out, so nothing is counted twice.
 
 Windows (1m, 5m, 1h) subtract a ring of earlier aggregate points from the current one. Totals a
 process had accumulated before this sidecar first heard of it ("prehistory") are exported as
@@ -18,12 +19,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import lt
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
 from sidecar.stats import Totals
 
-__all__ = ["Source", "Store"]
+__all__ = ["Departure", "Source", "Store"]
 
 Key = tuple[str, str, str]  # (service, method, type)
 log = logging.getLogger("sidecar.store")
@@ -33,11 +36,16 @@ RING_FINE = 300.0  # points younger than this are all kept; older ones one per m
 RING_SPAN = 3600.0
 RETIRED_IDS = 256  # expired sources remembered, so that one that comes back is not doubled
 MAX_SOURCES = 1024  # live reporting processes; a new one past this is refused until one retires
+MISSED_SLACK = 1.0  # seconds past a source's own push interval before it counts as gone
+SETTLE_MAX = 10.0  # longest a restarted sidecar holds the RPC series back for known sources
 
 
-def _totals(row: Row) -> Totals:
-    return Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
-                  dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent)
+def _totals(row: Row, old: Totals | None = None) -> Totals:
+    """The row as Totals; ``old`` itself when nothing changed, so that the history ring's
+    points share the totals of idle methods instead of holding a copy each."""
+    new = Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
+                 dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent, row.fine)
+    return old if old is not None and old == new else new
 
 
 @dataclass
@@ -61,6 +69,22 @@ class Source:
     dropped: int = 0
     send_errors: int = 0
     overflow: int = 0
+    gap: float | None = None  # shortest time seen between two of its pushes, per seq step
+    may_succeed: bool = False  # new to this sidecar and not yet matched with a predecessor
+    replaced_by: str | None = None  # once retired as succeeded: the successor's id
+    heard: bool = True  # pushed since this sidecar started (False: known from the state file)
+    prehistory_seq: int | None = None  # the push whose counts predate this sidecar
+    prehistory_keys: set[Key] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Departure:
+    """The last process that left with no successor: how, and when (wall clock)."""
+
+    pid: int
+    service: str
+    how: str  # "exited" (final push) or "stopped pushing" (expired)
+    wall: float
 
 
 class Store:
@@ -94,8 +118,13 @@ class Store:
         self._sources_full_logged = False
         self.version = 0  # bumped on every change; caches key on it
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
+        self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
         self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
         self.ring.append((self.started, self.started_wall, {}))
+        self.departed: Departure | None = None
+        self.awaiting: set[str] = set()  # sources from the state file not heard from yet
+        self.restored = False  # state was read back from a state file at start
+        self.changes = 0  # bumped when a source appears or retires: the state file is due
 
     # -- ingest -------------------------------------------------------------------------------
 
@@ -149,16 +178,26 @@ class Store:
             if len(self.overflow_keys) < 100 * self.max_series:
                 self.overflow_keys |= fresh
 
+        created = src is None
+        measured = src is not None and src.heard  # a push gap since its previous push here
         if src is None:
             # Seen for the first time. If it began before this sidecar did (with slack for a
             # process that starts together with us), what it already counted is prehistory.
+            preexisting = msg.started < self.started_wall - 2.0
             src = Source(msg.source, msg.pid, msg.started, msg.service, msg.version, msg.seq,
-                         set(), msg.seq, msg.started < self.started_wall - 2.0, now, msg.time,
-                         msg.health, msg.checks)
+                         set(), msg.seq, preexisting, now, msg.time, msg.health, msg.checks,
+                         may_succeed=True, prehistory_seq=msg.seq if preexisting else None)
             self.sources[msg.source] = src
+            self.changes += 1
             log.info("new reporting process", extra={"source": msg.source, "pid": msg.pid,
                                                      "reporting_service": msg.service})
+        elif not src.heard:  # known from the state file: what it counted meanwhile predates us
+            src.heard, src.prehistory_seq = True, msg.seq
+            self.awaiting.discard(src.id)
         if msg.seq > src.seq:
+            step = (now - src.last_push) / (msg.seq - src.seq)
+            if measured and (src.gap is None or step < src.gap):
+                src.gap = step
             src.seq, src.parts_seen = msg.seq, set()
         src.parts_seen.add(msg.part)
         src.last_push, src.last_push_wall = now, msg.time
@@ -167,13 +206,18 @@ class Store:
         for row in msg.rows:
             if row.key in refused:
                 continue
-            totals = _totals(row)
-            if src.preexisting and msg.seq == src.first_seq and row.key not in src.rows:
-                self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + totals
+            totals = _totals(row, src.rows.get(row.key))
+            if msg.seq == src.prehistory_seq and row.key not in src.prehistory_keys:
+                before = src.rows.get(row.key)
+                self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + (
+                    totals if before is None else totals - before)
+                src.prehistory_keys.add(row.key)
             src.rows[row.key] = totals
             self._keys.add(row.key)
         if msg.final:
-            self._retire(src)
+            self._retire(src, "exited")
+        elif created:
+            self._succeed(now)  # later matches are made by tick()
         self.version += 1
 
     def _known(self, key: Key) -> bool:
@@ -182,16 +226,23 @@ class Store:
     def _series_count(self) -> int:
         return len(self._keys)
 
-    def _retire(self, src: Source) -> None:
+    def _retire(self, src: Source, how: str, successor: Source | None = None) -> None:
+        """Fold ``src`` into the retired totals: it "exited", "stopped pushing" or was
+        "replaced" by ``successor``."""
         for key, totals in src.rows.items():
             self.retired[key] = self.retired.get(key, Totals()) + totals
         self.retired_reporter = [self.retired_reporter[0] + src.dropped,
                                  self.retired_reporter[1] + src.send_errors,
                                  self.retired_reporter[2] + src.overflow]
         del self.sources[src.id]
+        self.awaiting.discard(src.id)
+        src.replaced_by = successor.id if successor is not None else None
         self._retired_ids[src.id] = src
         while len(self._retired_ids) > RETIRED_IDS:
             self._retired_ids.popitem(last=False)
+        if successor is None:
+            self.departed = Departure(src.pid, src.service, how, self.wall())
+        self.changes += 1
         self.version += 1
 
     def _unretire(self, source_id: str) -> Source:
@@ -202,19 +253,60 @@ class Store:
                                  self.retired_reporter[1] - src.send_errors,
                                  self.retired_reporter[2] - src.overflow]
         self.sources[source_id] = src
-        log.info("a retired reporting process is back", extra={"source": source_id})
+        successor = self.sources.get(src.replaced_by or "")
+        if successor is not None:  # it was no successor after all: it may still be one
+            successor.may_succeed = True
+            log.info("a reporting process taken as succeeded is pushing again; both are "
+                     "counted", extra={"source": source_id, "successor": successor.id})
+        else:
+            log.info("a retired reporting process is back", extra={"source": source_id})
+        src.replaced_by = None
+        self.changes += 1
         return src
+
+    def gone(self, src: Source, now: float | None = None) -> bool:
+        """Whether ``src`` has missed its pushes: silent longer than its own interval plus
+        MISSED_SLACK (``stale_after`` when it pushed once only, and never longer)."""
+        silent = (self.clock() if now is None else now) - src.last_push
+        limit = self.stale_after if src.gap is None else min(src.gap + MISSED_SLACK,
+                                                             self.stale_after)
+        return silent > limit
+
+    def _succeed(self, now: float) -> None:
+        """Retire each gone source that a newer process of its service has taken over.
+
+        A process succeeds a gone one when it started after that one's last push and has not
+        succeeded another yet: one newcomer replaces one departed process, the longest silent
+        first. A process that dies with no newcomer is not replaced and shows as down.
+        """
+        heirs = [s for s in self.sources.values() if s.may_succeed and not self.gone(s, now)]
+        if not heirs:
+            return
+        gone = sorted((s for s in self.sources.values() if self.gone(s, now)),
+                      key=lambda s: s.last_push)
+        for old in gone:
+            heir = min((h for h in heirs if h.may_succeed and h.service == old.service
+                        and h.started > old.last_push_wall), key=lambda h: h.started,
+                       default=None)
+            if heir is None:
+                continue
+            heir.may_succeed = False
+            log.info("reporting process replaced by a newer one; its counts are kept",
+                     extra={"source": old.id, "pid": old.pid, "successor": heir.id,
+                            "successor_pid": heir.pid})
+            self._retire(old, "replaced", heir)
 
     # -- time ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
         """Expire silent sources and add a history point when one is due (call every second)."""
         now = self.clock()
+        self._succeed(now)
         for src in list(self.sources.values()):
             if now - src.last_push > self.expire_after:
                 log.warning("reporting process expired after %.0f s without a push",
                             now - src.last_push, extra={"source": src.id, "pid": src.pid})
-                self._retire(src)
+                self._retire(src, "stopped pushing")
         if now - self.ring[-1][0] >= RING_STEP:
             self.ring.append((now, self.wall(), self.observed()))
             self._prune_ring(now)
@@ -253,8 +345,12 @@ class Store:
         totals = self.totals()
         if not self.prehistory:
             return totals
-        return {k: (t - self.prehistory[k]) if k in self.prehistory else t
-                for k, t in totals.items()}
+        if self._observed_cache is not None and self._observed_cache[0] == self.version:
+            return self._observed_cache[1]
+        out = {k: (t - self.prehistory[k]) if k in self.prehistory else t
+               for k, t in totals.items()}
+        self._observed_cache = (self.version, out)
+        return out
 
     def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:
         """(covered seconds, totals at the window's start, totals now) for the last ``seconds``."""
@@ -278,9 +374,19 @@ class Store:
         return self.clock() - src.last_push <= self.stale_after
 
     def status(self) -> tuple[str, str]:
-        """(healthy | degraded | down | unknown, the reason in words)."""
+        """(healthy | degraded | down | unknown, the reason in words).
+
+        ``unknown`` only for a sidecar that has never heard from any process (nor has a state
+        file that did); once the last live process has left, ``down`` says how and when.
+        """
         if not self.sources:
-            return "unknown", "no gRPC process has reported to this sidecar yet"
+            gone = self.departed
+            if gone is None:
+                return "unknown", "no gRPC process has reported to this sidecar yet"
+            who = f"the Oracle process {gone.pid}" + (f" ({gone.service})" if gone.service
+                                                      else "")
+            ago = max(0.0, self.wall() - gone.wall)
+            return "down", f"{who} {gone.how} {ago:.0f} s ago and has not come back"
         worst, reason = "healthy", "every reporting process is fresh and healthy"
         rank = {"healthy": 0, "degraded": 1, "down": 2}
         for src in self.sources.values():
@@ -301,13 +407,18 @@ class Store:
         """True while a restarted sidecar may not yet have heard from every running process.
 
         A sidecar that starts beside processes that were already running hears from them one
-        by one, within a flush interval each. Until ``stale_after`` has passed (every live
-        process pushes within it), a per-RPC sum would miss the processes not yet heard from,
-        and Prometheus would take the dip for a counter reset. The RPC series are held back
-        meanwhile; a sidecar that starts before its processes never settles.
+        by one, within a flush interval each. Until it has, a per-RPC sum would miss (or hold
+        old counts of) the processes not yet heard from, and Prometheus would take the dip for
+        a counter reset. The RPC series are held back meanwhile. With a state file, until every
+        process it names has pushed again or retired (at most ``SETTLE_MAX`` seconds, or
+        ``stale_after`` when longer); without one, for ``stale_after`` once a process that
+        started before this sidecar is heard. A sidecar that starts before its processes never
+        settles.
         """
-        return (self.clock() - self.started < self.stale_after
-                and any(s.preexisting for s in self.sources.values()))
+        elapsed = self.clock() - self.started
+        if self.restored:
+            return bool(self.awaiting) and elapsed < max(SETTLE_MAX, self.stale_after)
+        return elapsed < self.stale_after and any(s.preexisting for s in self.sources.values())
 
     def last_push_age(self) -> float | None:
         """Seconds since the most recent push from any live source."""
@@ -323,12 +434,23 @@ def _check_monotonic(old: Totals, row: Row) -> None:
 
     if row.started < old.started:
         fail("started", old.started, row.started)
+    if row.msg_received < old.msg_received:
+        fail("msg_received", old.msg_received, row.msg_received)
+    if row.msg_sent < old.msg_sent:
+        fail("msg_sent", old.msg_sent, row.msg_sent)
     for code, n in old.codes.items():
         if row.codes.get(code, 0) < n:
             fail(f"code {code}", n, row.codes.get(code, 0))
     for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=False)):
         if b < a:
             fail(f"bucket {i}", a, b)
+    if old.fine is not None and row.fine is not None and old.fine != row.fine:
+        now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
+        indexes, before = old.fine[0::2], old.fine[1::2]
+        after = list(map(now.get, indexes, repeat(0)))
+        if any(map(lt, after, before)):
+            i = next(k for k, (a, b) in enumerate(zip(after, before, strict=True)) if a < b)
+            fail(f"fine bucket {indexes[i]}", before[i], after[i])
     if row.sum < old.sum - 1e-9:
         fail("sum", old.sum, row.sum)
     for name, n in old.exceptions.items():

@@ -40,3 +40,16 @@ def test_unknown_benchmark_name_is_refused() -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "isolated" in done.stderr and "nope" in done.stderr
+
+
+def test_state_file_benchmark_quick_prints_its_table(tmp_path: Path) -> None:
+    """The quick state-file benchmark prints save and load rows for 1, 8 and 64 processes."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "state", "--no-write"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for processes in ("1", "8", "64"):
+        assert any(line.startswith("|") and line.split("|")[1].strip() == processes
+                   for line in done.stdout.splitlines()), done.stdout
+    assert "periodic saves use under 1 % of one core" in done.stdout

@@ -771,9 +771,9 @@ def test_prometheus_rule_excluded_codes_and_selector(chart, rendered) -> None:
     """Excluded codes leave the error side only; the default selector matches Oracle pods only."""
     rules = prometheus_rules(rendered["monitoring", True])
     expr = rules["OracleErrorRateHigh"]["expr"]
-    assert expr.count('grpc_code!~"OK|NOT_FOUND|ALREADY_EXISTS|CANCELLED"') == 1
+    assert expr.count('grpc_code!~"OK|NotFound|AlreadyExists|Canceled"') == 1
     assert expr.count("grpc_code") == 4  # the one matcher and three `without (grpc_code)`
-    assert "other than OK, NOT_FOUND, ALREADY_EXISTS, CANCELLED" in rules[
+    assert "other than OK, NotFound, AlreadyExists, Canceled" in rules[
         "OracleErrorRateHigh"]["annotations"]["description"]
     match = re.search(r'namespace="([^"]+)", pod=~"([^"]+)"', rules["OracleSidecarDown"]["expr"])
     assert match is not None and match[1] == NAMESPACE
@@ -786,6 +786,15 @@ def test_prometheus_rule_excluded_codes_and_selector(chart, rendered) -> None:
         "enabled": True, "selector": 'job="oracle"'}}))
     assert all('job="oracle"' in item["expr"] and "namespace=" not in item["expr"]
                for item in custom.values())
+
+
+def test_prometheus_rule_maps_the_spec_spelling_of_excluded_codes(chart) -> None:
+    """excludedCodes in the spec's spelling (NOT_FOUND) become Go's names, once each."""
+    excluded = ["NOT_FOUND", "Canceled", "NotFound", "DEADLINE_EXCEEDED"]
+    rules = prometheus_rules(render(chart, {"prometheusRule": {
+        "enabled": True, "excludedCodes": excluded}}))
+    expr = rules["OracleErrorRateHigh"]["expr"]
+    assert 'grpc_code!~"OK|NotFound|Canceled|DeadlineExceeded"' in expr
 
 
 def test_grafana_dashboard_configmap_holds_the_dashboard_file(rendered) -> None:
@@ -876,8 +885,10 @@ def test_notes_give_the_exact_commands(default) -> None:
     ({"alerter": {"telegram": {"botTokne": "x"}}},
      r"/alerter/telegram'?: additional properties 'botTokne' not allowed"),
     ({"sidecar": {"port": 70000}}, r"/sidecar/port'?: maximum: got 70,?000, want 65,?535"),
+    ({"prometheusRule": {"excludedCodes": ["NotFond"]}},
+     r"/prometheusRule/excludedCodes/0'?: value must be one of 'Canceled', 'Unknown'"),
 ], ids=["unknown-key", "negative-replicas", "wrong-type", "bad-pull-policy", "bad-native",
-        "bad-window", "nested-typo", "port-range"])
+        "bad-window", "nested-typo", "port-range", "bad-code"])
 def test_schema_rejects_bad_values_clearly(chart, values, message) -> None:
     """values.schema.json rejects bad input with a message naming the key and the rule."""
     with pytest.raises(helm.HelmValuesError, match=message):
@@ -956,3 +967,55 @@ def test_chart_metadata() -> None:
     assert meta["appVersion"] == sidecar.__version__
     assert (CHART / "templates" / "NOTES.txt").is_file()
     assert (CHART / "values.schema.json").is_file()
+
+
+def _documented_installs() -> list[tuple[str, str]]:
+    """Every `helm install … charts/oracle …` command of README.md and the chart's README."""
+    found = []
+    for doc in (CHART.parent.parent / "README.md", CHART / "README.md"):
+        for line in doc.read_text().splitlines():
+            line = line.strip()
+            if line.startswith("helm install ") and "charts/oracle" in line:
+                found.append((str(doc.relative_to(CHART.parent.parent)), line))
+    return found
+
+
+@pytest.mark.parametrize("command", [c for _, c in _documented_installs()])
+def test_documented_helm_install_commands_render_as_written(chart: helm.Chart,
+                                                            command: str) -> None:
+    """Each README `helm install` renders with its --set values (no `required` value missing)."""
+    words = command.split()
+    release = words[2]
+    values: dict[str, Any] = {}
+    for i, word in enumerate(words):
+        if word == "--set":
+            path, _, value = words[i + 1].partition("=")
+            node = values
+            *parents, leaf = path.split(".")
+            for key in parents:
+                node = node.setdefault(key, {})
+            if leaf.endswith("]"):  # name[0]=value: Helm's list index
+                name, _, index = leaf[:-1].partition("[")
+                items = node.setdefault(name, [])
+                items.extend([None] * (int(index) + 1 - len(items)))
+                items[int(index)] = value
+            else:
+                node[leaf] = value
+        elif word.startswith("--") and word not in ("--namespace", "--create-namespace"):
+            raise AssertionError(f"unexpected flag {word} in {command!r}")
+    out = render(chart, values, release=release)
+    oracle = next(d for d in out.kinds("Deployment")
+                  if d["metadata"]["labels"]["app.kubernetes.io/component"] == "oracle")
+    images = [c["image"] for c in oracle["spec"]["template"]["spec"]["containers"]]
+    want = values.get("oracle", {}).get("image", {})
+    if want:
+        assert f"{want['repository']}:{want['tag']}" in images
+
+
+def test_readmes_show_an_install_with_an_oracle_image() -> None:
+    """Both READMEs show how to install with one's own Oracle image, and the reporter's snippet."""
+    docs = _documented_installs()
+    assert {name for name, c in docs if "oracle.image.tag=" in c} == {
+        "README.md", "charts/oracle/README.md"}
+    for doc in (CHART.parent.parent / "README.md", CHART / "README.md"):
+        assert "RUN pip install --no-cache-dir /tmp/oracle-sidecar" in doc.read_text()

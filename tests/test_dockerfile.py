@@ -189,7 +189,7 @@ def built_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("role", ["serve", "dashboard", "alert"])
+@pytest.mark.parametrize("role", ["serve", "dashboard", "alert", "demo-oracle"])
 def test_image_entrypoint_runs_every_role(built_venv: Path, role: str) -> None:
     """The image's ENTRYPOINT from the built venv answers `ROLE --help` for each chart role."""
     entrypoint = json.loads(only(final_stage(), "ENTRYPOINT").arguments)
@@ -208,7 +208,8 @@ def test_venv_holds_the_wheel_not_the_source_tree(built_venv: Path) -> None:
     done = subprocess.run([str(built_venv / "bin" / "python"), "-c",
                            "import importlib.metadata as m, sidecar; "
                            "print(m.version('oracle-sidecar'), sidecar.__file__)"],
-                          cwd=built_venv, capture_output=True, text=True, timeout=60, check=True)
+                          cwd=built_venv, capture_output=True, text=True, timeout=60, check=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     version, location = done.stdout.split()
     assert version == sidecar.__version__
     assert Path(location).is_relative_to(built_venv)

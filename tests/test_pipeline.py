@@ -15,6 +15,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from sidecar.protocol import CODES
 from sidecar.reporter.core import Reporter
 from tests.conftest import (
     SidecarProcess,
@@ -74,13 +75,13 @@ def call(channel: grpc.Channel, method: str) -> str:
         else:
             channel.unary_unary(f"/{SERVICE}/{method}")(b"", timeout=10)
     except grpc.RpcError as err:
-        return err.code().name
+        return CODES[err.code().value[0]]  # Go's name, as the sidecar exports it
     return "OK"
 
 
 MIX = {"Ok": 40, "Abort": 7, "SetCode": 5, "Boom": 3, "Stream": 6}
-EXPECTED = {("Ok", "OK"): 40, ("Abort", "NOT_FOUND"): 7, ("SetCode", "INVALID_ARGUMENT"): 5,
-            ("Boom", "UNKNOWN"): 3, ("Stream", "OK"): 6}
+EXPECTED = {("Ok", "OK"): 40, ("Abort", "NotFound"): 7, ("SetCode", "InvalidArgument"): 5,
+            ("Boom", "Unknown"): 3, ("Stream", "OK"): 6}
 
 
 def check_exported(sidecar: SidecarProcess, seen: Counter[tuple[str, str]]) -> None:
@@ -95,7 +96,7 @@ def check_exported(sidecar: SidecarProcess, seen: Counter[tuple[str, str]]) -> N
     assert total == sum(seen.values())
     exc = {dict(labels)["exception"]: v for (name, labels), v in samples.items()
            if name == "oracle_sidecar_rpc_exceptions_total"}
-    assert exc == {"ZeroDivisionError": seen[("Boom", "UNKNOWN")]}
+    assert exc == {"ZeroDivisionError": seen[("Boom", "Unknown")]}
     types = {dict(labels)["grpc_method"]: dict(labels)["grpc_type"]
              for (name, labels), _ in samples.items() if name == "grpc_server_started_total"}
     assert types["Stream"] == "server_stream" and types["Ok"] == "unary"
@@ -105,7 +106,7 @@ def check_exported(sidecar: SidecarProcess, seen: Counter[tuple[str, str]]) -> N
     for (method, code), n in seen.items():
         assert rows[method]["codes"][code] == n
     assert rows["Boom"]["exceptions"] == {"ZeroDivisionError": 3}
-    assert rows["Abort"]["last_error"]["code"] == "NOT_FOUND"
+    assert rows["Abort"]["last_error"]["code"] == "NotFound"
     assert snap["windows"]["1m"]["totals"]["count"] == sum(seen.values())
     assert snap["windows"]["1m"]["totals"]["errors"] == 15
 
@@ -171,7 +172,7 @@ def test_aio_server_outcomes_are_exported_exactly(sidecar: SidecarProcess) -> No
                             await channel.unary_unary(f"/{SERVICE}/{method}")(b"")
                         seen[(method, "OK")] += 1
                     except grpc.aio.AioRpcError as err:
-                        seen[(method, err.code().name)] += 1
+                        seen[(method, CODES[err.code().value[0]])] += 1
         await server.stop(None)
         return seen
 

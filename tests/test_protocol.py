@@ -49,6 +49,20 @@ def test_round_trip_keeps_every_field() -> None:
     assert r.hist[2] == 3 and sum(r.hist) == 3
 
 
+def test_both_spellings_of_a_code_decode_to_go_names() -> None:
+    """The spec's UNAVAILABLE and Go's Unavailable are one code, kept under Go's name."""
+    msg = decode(json.dumps(message(rpcs=[row(
+        started=9, codes={"OK": 3, "UNAVAILABLE": 2, "Unavailable": 1, "CANCELLED": 1,
+                          "DeadlineExceeded": 2},
+        last_error=["NOT_FOUND", 5.0])])).encode())
+    (r,) = msg.rows
+    assert r.codes == {"OK": 3, "Unavailable": 3, "Canceled": 1, "DeadlineExceeded": 2}
+    assert r.last_error == ("NotFound", 5.0)
+    assert protocol.CODES[1] == "Canceled" and len(protocol.CODES) == 17
+    assert {protocol.code_name(c) for c in protocol.CODE_ALIASES} == set(protocol.CODES)
+    assert protocol.code_name("Not_Found") is None and protocol.code_name("ok") is None
+
+
 def test_large_snapshot_is_split_under_the_limit_and_every_part_decodes() -> None:
     """More rows than fit in 64 KiB are spread over parts that each decode on their own."""
     rows = [row(f"Method{i:05d}", exceptions={"ValueError": i}) for i in range(1500)]
@@ -98,6 +112,8 @@ def test_missing_and_mistyped_fields_name_the_field() -> None:
         ({"rpcs": [row(started=-1)]}, "bad_field"),
         ({"rpcs": [row(codes={"OK": -3})]}, "bad_field"),
         ({"rpcs": [row(codes={"MAYBE": 1})]}, "bad_field"),
+        ({"rpcs": [row(codes={"not_found": 1})]}, "bad_field"),
+        ({"rpcs": [row(last_error=["Nope", 1.0])]}, "bad_field"),
         ({"rpcs": [row(hist=[1, 2])]}, "bad_field"),
         ({"rpcs": [row(type="sideways")]}, "bad_field"),
         ({"rpcs": [row(method="bad\nname")]}, "bad_field"),

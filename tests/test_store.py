@@ -25,14 +25,17 @@ class Clock:
 
 def snapshot(source: str = "p1", seq: int = 1, ok: int = 0, errors: int = 0,
              method: str = "GetReading", started: float = 1e10, health: str = "healthy",
-             final: bool = False, bucket: int = 2, **extra: Any) -> bytes:
+             final: bool = False, bucket: int = 2, messages: tuple[int, int] | None = None,
+             **extra: Any) -> bytes:
     hist = [0] * (len(DEFAULT_BUCKETS) + 1)
     hist[bucket] = ok + errors
     codes = {"OK": ok}
     if errors:
-        codes["INTERNAL"] = errors
+        codes["Internal"] = errors
     rows = [{"service": KEY[0], "method": method, "type": "unary", "started": ok + errors,
              "codes": codes, "hist": hist, "sum": 0.02 * (ok + errors), "max": 0.02}]
+    if messages is not None:
+        rows[0].update(msg_received=messages[0], msg_sent=messages[1])
     (one,) = encode(source={"id": source, "pid": 1, "started": started, "service": KEY[0],
                             "version": "1"}, seq=seq, time=started, buckets=DEFAULT_BUCKETS,
                     rows=rows, health=health, checks={}, reporter={"dropped": 1}, final=final,
@@ -73,6 +76,17 @@ def test_decreasing_counter_within_one_source_is_rejected() -> None:
     s.ingest(snapshot(seq=1, ok=8))
     assert s.ingest(snapshot(seq=2, ok=3)) == "counter_decreased"
     assert handled(s) == 8
+
+
+def test_stream_message_counters_must_not_decrease_either() -> None:
+    """msg_received / msg_sent going down within one source is refused, naming the counter."""
+    s, _ = store()
+    s.ingest(snapshot(seq=1, ok=8, messages=(40, 30)))
+    assert s.ingest(snapshot(seq=2, ok=9, messages=(39, 31))) == "counter_decreased"
+    assert s.ingest(snapshot(seq=3, ok=9, messages=(41, 29))) == "counter_decreased"
+    (totals,) = s.totals().values()
+    assert (totals.msg_received, totals.msg_sent) == (40, 30)
+    assert s.ingest(snapshot(seq=4, ok=9, messages=(41, 31))) is None
 
 
 def test_restarted_process_keeps_counters_monotonic() -> None:

@@ -3,7 +3,8 @@
 - :mod:`sidecar.alerter.rules`: what is wrong now (findings), from one snapshot per target.
 - :mod:`sidecar.alerter.decisions`: what to send, given the findings, the state and the cooldown.
 - :mod:`sidecar.alerter.state`: the state format and where it lives (a ConfigMap or a JSON file).
-- :mod:`sidecar.alerter.messages`: the Telegram HTML text of each notice.
+- :mod:`sidecar.alerter.messages`: the Telegram HTML text of each notice, alone or grouped.
+- :mod:`sidecar.alerter.grouping`: one message per severity per run.
 - :mod:`sidecar.alerter.telegram`: the Bot API client (retries, 429, deadline, token hygiene).
 - :mod:`sidecar.alerter.run`: the command line and one evaluation from start to end.
 

@@ -12,6 +12,9 @@ which every due notice is *claimed*; :func:`settle` then records how each delive
   a CRITICAL of it was delivered in this incident, one INFO "recovered" says how long it lasted.
   A CRITICAL that clears while another CRITICAL of the same target holds (unreachable, then
   degraded) closes silently and the new one keeps the incident's start.
+- One message per severity per run (see :mod:`sidecar.alerter.grouping`): when a message of a
+  severity is due, the open alerts of that severity still within their cooldown join it
+  ("grouped"), and their cooldowns restart with it.
 - An alert claimed by another run that is still within its claim is left alone ("in flight").
   A claim past its ``until`` belongs to a run that died: it is rolled back and the alert is due.
 """
@@ -61,7 +64,7 @@ class Notice:
 class Decision:
     """What was decided for one alert, and why: one log line each."""
 
-    action: str  # due | suppressed | in_flight | closed | recovered | claim_expired
+    action: str  # due | grouped | suppressed | in_flight | closed | recovered | claim_expired
     key: str
     target: str
     kind: str
@@ -113,6 +116,7 @@ def plan(state: State, evaluation: Evaluation, now: float, cooldown: float, run:
             incident[alert.target] = min(incident.get(alert.target, alert.opened), alert.opened)
 
     findings = {f.key: f for f in evaluation.findings}
+    held: list[tuple[Finding, Alert, bool]] = []  # within the cooldown: finding, alert, reminder
     for key, finding in sorted(findings.items()):
         old = s.alerts.get(key)
         if key in busy:
@@ -127,22 +131,31 @@ def plan(state: State, evaluation: Evaluation, now: float, cooldown: float, run:
             opened = now
         alert = Alert(finding.kind, finding.severity, finding.target, finding.rpc, True, opened,
                       old.last_sent if old else None, old.cooldown_until if old else None,
-                      finding.summary[:SUMMARY_LIMIT])
+                      finding.summary[:SUMMARY_LIMIT], old.sent_via if old else None)
+        reminder = was_open and old is not None and old.notified
         if alert.cooldown_until is not None and now < alert.cooldown_until:
             s = s.with_alert(alert)
-            decisions.append(_decision("suppressed", alert, "within the cooldown",
-                                       alert.cooldown_until))
+            held.append((finding, alert, reminder))
             continue
-        s = s.with_alert(replace(alert, last_sent=now, cooldown_until=now + cooldown))
-        s = s.with_claim(key, Claim(run, claim_until, True, alert.last_sent,
-                                    alert.cooldown_until))
-        reminder = was_open and old is not None and old.notified
-        verdict = evaluation.verdicts.get(finding.target)
-        notices.append(Notice(finding.severity, finding.target, (key,), finding.namespace,
-                              verdict.is_pod if verdict else False, finding,
-                              opened=opened, reminder=reminder))
+        s = _claimed(s, alert, now, cooldown, run, claim_until)
+        notices.append(_notice(finding, evaluation, opened, reminder))
         decisions.append(_decision("due", alert, "still holds after the cooldown" if reminder
                                    else "new", now + cooldown))
+
+    # One message per severity per run: an alert within its cooldown joins the message of its
+    # severity when that message goes out anyway (its cooldown restarts with it), so alerts
+    # that started at different times fall into step instead of each paging on its own.
+    going = {n.level for n in notices}
+    for finding, alert, reminder in held:
+        if alert.severity in going:
+            s = _claimed(s, alert, now, cooldown, run, claim_until)
+            notices.append(_notice(finding, evaluation, alert.opened, reminder))
+            decisions.append(_decision("grouped", alert, f"within its cooldown, but this run "
+                                       f"sends a {alert.severity} message anyway",
+                                       now + cooldown))
+        else:
+            decisions.append(_decision("suppressed", alert, "within the cooldown",
+                                       alert.cooldown_until))
 
     # Open alerts whose condition is gone.
     by_target: dict[str, list[Alert]] = {}
@@ -195,6 +208,20 @@ def plan(state: State, evaluation: Evaluation, now: float, cooldown: float, run:
     return Plan(replace(s, updated=now), tuple(notices), tuple(decisions))
 
 
+def _claimed(s: State, alert: Alert, now: float, cooldown: float, run: str,
+             claim_until: float) -> State:
+    """``alert`` delivered now (optimistically), with a claim that remembers it as it was."""
+    s = s.with_alert(replace(alert, last_sent=now, cooldown_until=now + cooldown))
+    return s.with_claim(alert.key, Claim(run, claim_until, True, alert.last_sent,
+                                         alert.cooldown_until))
+
+
+def _notice(finding: Finding, evaluation: Evaluation, opened: float, reminder: bool) -> Notice:
+    verdict = evaluation.verdicts.get(finding.target)
+    return Notice(finding.severity, finding.target, (finding.key,), finding.namespace,
+                  verdict.is_pod if verdict else False, finding, opened=opened, reminder=reminder)
+
+
 def _pruned(state: State, now: float) -> State:
     """Forget closed, unclaimed alerts after RETENTION; keep at most MAX_ALERTS."""
     def last_event(a: Alert) -> float:
@@ -209,8 +236,11 @@ def _pruned(state: State, now: float) -> State:
     return state.without_alerts(drop) if drop else state
 
 
-def settle(state: State, run: str, outcomes: Iterable[tuple[str, bool]]) -> State:
+def settle(state: State, run: str, outcomes: Iterable[tuple[str, bool]],
+           via: str = "telegram") -> State:
     """Record deliveries: a delivered claim is dropped; a failed one is rolled back.
+
+    ``via`` is how the delivered ones went out (``telegram``, or ``log`` without a bot token).
 
     A claim that is no longer ``run``'s (it expired and another run took it over) is left alone.
     """
@@ -221,7 +251,10 @@ def settle(state: State, run: str, outcomes: Iterable[tuple[str, bool]]) -> Stat
             continue
         s = s.with_claim(key, None)
         alert = s.alerts.get(key)
-        if not delivered and alert is not None:
+        if delivered and alert is not None:
+            if alert.last_sent != claim.last_sent:  # this delivery is its last_sent
+                s = s.with_alert(replace(alert, sent_via=via))
+        elif alert is not None:
             s = s.with_alert(replace(alert, open=alert.open or claim.open,
                                      last_sent=claim.last_sent,
                                      cooldown_until=claim.cooldown_until))

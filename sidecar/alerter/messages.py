@@ -4,7 +4,8 @@ Level and title first (the line a phone shows in its notification), then where (
 namespace, or the sidecar URL), the measured value against its threshold, the time in UTC and
 the dashboard hint. Every dynamic value is escaped (``&``, ``<``, ``>``), and the whole text is
 kept within Telegram's 4096 characters: longer text is cut at a safe place (never inside a tag
-or an entity), open tags are closed, and a marker says so.
+or an entity), open tags are closed, and a marker says so. Several alerts of one level in one
+run share one message (:func:`render_group`, packed by :mod:`sidecar.alerter.grouping`).
 
 Example (degraded)::
 
@@ -25,7 +26,8 @@ from datetime import UTC, datetime
 
 from sidecar.alerter.decisions import Notice
 
-__all__ = ["LIMIT", "duration", "escape", "fit", "probe_message", "render", "utc"]
+__all__ = ["LIMIT", "duration", "escape", "fit", "probe_message", "render", "render_group",
+           "utc"]
 
 LIMIT = 4096  # Telegram's limit for a message text
 MARKER = "\n… (truncated)"
@@ -101,6 +103,71 @@ def render(notice: Notice, now: float, hint: str | None = None) -> str:
         if notice.opened is not None:
             lines.append(_line("Incident", f"{lasted}, since {utc(notice.opened)}"))
         lines += [_line("Was", summary) for summary in notice.was]
+    lines.append(_line("Time", utc(now)))
+    if hint:
+        lines.append(_line("Dashboard", hint, code=True))
+    return fit("\n".join(lines))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _group_title(notices: list[Notice]) -> str:
+    """``oracle-a: P95 above 10 s on 8 RPCs``; ``3 pods: degraded, sidecar does not answer``."""
+    targets = list(dict.fromkeys(n.target for n in notices))
+    if notices[0].finding is None:
+        gone = any(n.gone for n in notices)
+        return f"{_targets(notices, targets)} {'recovered or gone' if gone else 'recovered'}"
+    causes: dict[str, list[Notice]] = {}
+    for notice in notices:
+        assert notice.finding is not None
+        causes.setdefault(notice.finding.cause_text, []).append(notice)
+    parts = []
+    for cause, members in causes.items():
+        rpcs = [n for n in members if n.finding is not None and n.finding.rpc is not None]
+        parts.append(f"{cause} on {_plural(len(rpcs), 'RPC')}" if rpcs else cause)
+    what = ", ".join(parts)
+    if len(targets) == 1:
+        return f"{what} ({targets[0]})"
+    return f"{_targets(notices, targets)}: {what}"
+
+
+def _targets(notices: list[Notice], targets: list[str]) -> str:
+    if len(targets) == 1:
+        return targets[0]
+    word = "pod" if all(n.is_pod for n in notices) else "target"
+    return _plural(len(targets), word)
+
+
+def render_group(notices: list[Notice], now: float, hint: str | None = None) -> str:
+    """One message for several notices of one level (see :mod:`sidecar.alerter.grouping`).
+
+    A single notice renders as :func:`render` does. Several: the title names the targets and
+    the causes, then for each target where it is and one line per alert (the RPC and its
+    figure), or for a recovery how long the incident lasted and what it was.
+    """
+    if len(notices) == 1:
+        return render(notices[0], now, hint)
+    level = notices[0].level
+    lines = [f"{_ICONS[level]} <b>{escape(level)}: {escape(_group_title(notices))}</b>"]
+    by_target: dict[str, list[Notice]] = {}
+    for notice in notices:
+        by_target.setdefault(notice.target, []).append(notice)
+    for members in by_target.values():
+        lines.append(_where(members[0]))
+        for notice in members:
+            if notice.finding is None:
+                lasted = duration(now - notice.opened) if notice.opened is not None else "?"
+                since = f", since {utc(notice.opened)}" if notice.opened is not None else ""
+                word = "gone (replaced or scaled down)" if notice.gone else "recovered"
+                lines.append(escape(f"• {word} after {lasted}{since}"))
+                lines += [escape(f"  was: {summary}") for summary in notice.was]
+                continue
+            still = ""
+            if notice.reminder and notice.opened is not None:
+                still = f" (still, for {duration(now - notice.opened)})"
+            lines.append(escape(f"• {notice.finding.item_text}{still}"))
     lines.append(_line("Time", utc(now)))
     if hint:
         lines.append(_line("Dashboard", hint, code=True))

@@ -56,7 +56,10 @@ class Thresholds:
     p95_seconds: float = 10.0
     window: str = "5m"
     min_requests: int = 20
-    startup_grace: float = 60.0  # a sidecar younger than this with no report yet is "starting"
+    # A sidecar younger than this that has never heard from any process is "starting". Its
+    # status is "unknown" only then: once a process has reported and left (exited, expired),
+    # the sidecar says "down", so an Oracle that dies in its first minute is alerted on.
+    startup_grace: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +74,16 @@ class Finding:
     summary: str  # one line for the state and the logs
     facts: tuple[tuple[str, str], ...] = ()  # (label, value) lines of the message
     namespace: str | None = None
+    cause: str = ""  # what findings of this kind share, for a grouped title: "P95 above 10 s"
+    item: str = ""  # one line naming the RPC (if any) and its figure, for a grouped message
+
+    @property
+    def cause_text(self) -> str:
+        return self.cause or self.kind.replace("_", " ")
+
+    @property
+    def item_text(self) -> str:
+        return self.item or self.summary
 
     @property
     def key(self) -> str:
@@ -152,6 +165,7 @@ def no_running_pod(selector: str, namespace: str, targets: Iterable[Target]) -> 
         summary=f"no Oracle pod running: {what}",
         facts=(("Found", what),),
         namespace=namespace,
+        cause="no pod running",
     )
     return Verdict(name, "failing", (finding,), what, namespace)
 
@@ -200,7 +214,7 @@ def judge(answer: Fetched, th: Thresholds) -> Verdict:
             title=f"sidecar of {target.name} does not answer",
             summary=f"sidecar unreachable: {_clip(why)}",
             facts=(("Problem", _clip(why)), ("Asked", f"{target.url or '-'}{SNAPSHOT_PATH}")),
-            namespace=ns,
+            namespace=ns, cause="sidecar does not answer",
         )
         return verdict("failing", (finding,), why)
 
@@ -208,7 +222,7 @@ def judge(answer: Fetched, th: Thresholds) -> Verdict:
     status = health["status"]
     ready = health.get("ready")
     uptime = _number(body.get("uptime_seconds"))
-    if status == "unknown" and uptime is not None and uptime < th.startup_grace:
+    if status == "unknown" and uptime is not None and uptime < th.startup_grace:  # never heard
         return verdict("skipped", note=f"sidecar started {uptime:.0f} s ago and the Oracle has "
                                        f"not reported yet")
     if status != "healthy" or ready is False:
@@ -254,7 +268,7 @@ def _degraded(target: Target, health: dict[str, Any], status: str, ready: Any) -
         f": {named}" if named else f": {reason}" if reason else "")
     return Finding("degraded", "CRITICAL", target.name, None,
                    title=f"{target.name} is {word}", summary=_clip(summary),
-                   facts=tuple(facts), namespace=target.namespace)
+                   facts=tuple(facts), namespace=target.namespace, cause=word)
 
 
 def _rows(window: dict[str, Any]) -> list[tuple[str, int, int, dict[str, Any]]]:
@@ -295,7 +309,10 @@ def _error_rate_finding(target: Target, rpc: str | None, count: int, errors: int
         title=f"error rate {_percent(rate)} on {method} ({target.name})",
         summary=f"error rate {_percent(rate)} ({errors}/{count}) over {th.window} on "
                 f"{rpc or 'all RPCs'}, threshold {_percent(th.error_rate_percent)}",
-        facts=tuple(facts), namespace=target.namespace)
+        facts=tuple(facts), namespace=target.namespace,
+        cause=f"error rate above {_percent(th.error_rate_percent)}",
+        item=f"{rpc or 'all RPCs together'}: {_percent(rate)} ({errors} of {count} requests "
+             f"over {th.window})" + (f"; {codes}" if codes else ""))
 
 
 def _error_rates(target: Target, window: dict[str, Any], th: Thresholds) -> list[Finding]:
@@ -333,5 +350,7 @@ def _latencies(target: Target, window: dict[str, Any], th: Thresholds) -> list[F
             title=f"P95 {_seconds(p95)} on {method} ({target.name})",
             summary=f"P95 {_seconds(p95)} over {th.window} on {rpc} ({count} requests), "
                     f"threshold {th.p95_seconds:g} s",
-            facts=tuple(facts), namespace=target.namespace))
+            facts=tuple(facts), namespace=target.namespace,
+            cause=f"P95 above {th.p95_seconds:g} s",
+            item=f"{rpc}: P95 {_seconds(p95)} over {th.window} ({count} requests)"))
     return out

@@ -3,7 +3,8 @@
 One run: find the targets (Oracle pods through the Kubernetes API, or fixed URLs), GET every
 sidecar's ``/api/v1/snapshot`` at once, judge them (:mod:`sidecar.alerter.rules`), decide what is
 due against the state and the cooldown and claim it in the state (:mod:`~.decisions`), deliver
-to Telegram (:mod:`~.telegram`), record what was delivered. ``--loop`` repeats every
+to Telegram, one message per severity (:mod:`~.grouping`, :mod:`~.telegram`), record what was
+delivered. ``--loop`` repeats every
 ``--interval`` seconds; ``--test`` sends one test message; ``--dry-run`` prints the messages and
 changes nothing.
 
@@ -32,7 +33,8 @@ import aiohttp
 
 from sidecar import options
 from sidecar.alerter.decisions import Decision, Notice, plan, settle
-from sidecar.alerter.messages import probe_message, render
+from sidecar.alerter.grouping import messages
+from sidecar.alerter.messages import probe_message
 from sidecar.alerter.rules import (
     SNAPSHOT_PATH,
     WINDOWS,
@@ -111,23 +113,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="ConfigMap that keeps the alert state between runs")
     add(parser, "--state-file", env="ALERT_STATE_FILE",
         help="JSON file that keeps the alert state (outside Kubernetes; wins over the ConfigMap)")
-    add(parser, "--interval", env="ALERT_CHECK_INTERVAL", type=options.positive_float,
-        default=30.0, help="seconds between evaluations with --loop")
-    add(parser, "--cooldown", env="ALERT_COOLDOWN", type=options.positive_float, default=300.0,
-        help="seconds before the same alert (kind, target, RPC) is sent again")
+    add(parser, "--interval", env="ALERT_CHECK_INTERVAL", type=options.positive_duration,
+        default=30.0, help="time between evaluations with --loop (30, 30s, 5m)")
+    add(parser, "--cooldown", env="ALERT_COOLDOWN", type=options.non_negative_duration,
+        default=300.0, help="time before the same alert (kind, target, RPC) is sent again "
+        "(300, 5m; 0: no cooldown, every run sends what holds)")
     add(parser, "--error-rate-percent", env="ALERT_ERROR_RATE_PERCENT",
         type=options.positive_float, default=5.0,
         help="WARNING when an RPC's errors exceed this percentage of its requests in the window")
-    add(parser, "--p95-seconds", env="ALERT_P95_SECONDS", type=options.positive_float,
+    add(parser, "--p95-seconds", env="ALERT_P95_SECONDS", type=options.positive_duration,
         default=10.0, help="WARNING when an RPC's P95 latency in the window exceeds this")
     add(parser, "--window", env="ALERT_WINDOW", default="5m", choices=list(WINDOWS),
         help="window the error-rate and latency rules look at")
     add(parser, "--min-requests", env="ALERT_MIN_REQUESTS", type=options.positive_int,
         default=20, help="fewest requests in the window for the error-rate and latency rules")
-    add(parser, "--startup-grace", env="ALERT_STARTUP_GRACE", type=options.positive_float,
+    add(parser, "--startup-grace", env="ALERT_STARTUP_GRACE", type=options.positive_duration,
         default=60.0, help="seconds a new sidecar may wait for the Oracle's first report "
         "before that counts as degraded")
-    add(parser, "--deadline", env="ALERT_DEADLINE", type=options.positive_float, default=40.0,
+    add(parser, "--deadline", env="ALERT_DEADLINE", type=options.positive_duration, default=40.0,
         help="seconds one run may take, Telegram retries included (below the Job's deadline)")
     add(parser, "--bot-token-file", env="NPS_BOT_TOKEN_FILE",
         help="file holding the Telegram bot token (a mounted Secret); else env NPS_BOT_TOKEN. "
@@ -284,6 +287,7 @@ async def _transact(store: Store, change: Callable[[State], tuple[_T, State]]) -
 
 _WORDS = {
     "due": "alert due",
+    "grouped": "alert within its cooldown joins this run's message of its severity",
     "suppressed": "alert suppressed by cooldown",
     "in_flight": "alert left to another run that is delivering it",
     "closed": "alert closed",
@@ -398,7 +402,8 @@ async def _evaluate(settings: Settings, kube: Any, store: Store | None,
     failed = sum(1 for _, ok in outcomes if not ok)
     if outcomes:
         try:
-            await _transact(store, lambda s: (None, settle(s, run_id, outcomes)))
+            via = "telegram" if settings.token and settings.chat_id else "log"
+            await _transact(store, lambda s: (None, settle(s, run_id, outcomes, via)))
         except api_errors as err:
             log.error("cannot record the deliveries; their claims expire and a later run "
                       "retries them: %s", err, extra={"state": store.where, "run": run_id})
@@ -419,15 +424,15 @@ def _log_verdicts(evaluation: Evaluation, run_id: str) -> None:
 def _print(notices: tuple[Notice, ...], now: float, hint: str | None, out: TextIO) -> None:
     if not notices:
         print("(dry run: no message is due)", file=out)
-    for notice in notices:
-        print(f"--- would send ({notice.level}, {', '.join(notice.keys)}):", file=out)
-        print(render(notice, now, hint), file=out)
+    for message in messages(notices, now, hint):
+        print(f"--- would send ({message.level}, {', '.join(message.keys)}):", file=out)
+        print(message.text, file=out)
     out.flush()
 
 
 async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, deadline: float,
                    run_id: str) -> list[tuple[str, bool]]:
-    """Deliver each notice (most severe first); (alert key, delivered) for every key claimed."""
+    """One message per level (most severe first); (alert key, delivered) for every key claimed."""
     outcomes: list[tuple[str, bool]] = []
     if not notices:
         return outcomes
@@ -435,10 +440,10 @@ async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, 
     send_deadline = deadline - min(10.0, settings.deadline * 0.25)
     async with aiohttp.ClientSession(trust_env=True) as session:
         telegram = _telegram(settings, session)
-        for notice in notices:
-            text = render(notice, now, settings.hint)
-            extra = {"run": run_id, "alert_keys": list(notice.keys), "severity": notice.level,
-                     "alert_kind": notice.kind, "target": notice.target}
+        for message in messages(notices, now, settings.hint):
+            text = message.text
+            extra = {"run": run_id, "alert_keys": list(message.keys), "severity": message.level,
+                     "alert_kind": ",".join(message.kinds), "target": ",".join(message.targets)}
             if telegram is None:
                 log.warning("alert logged (no Telegram bot token configured)",
                             extra={**extra, "decision": "logged", "text": text})
@@ -453,7 +458,7 @@ async def _deliver(settings: Settings, notices: tuple[Notice, ...], now: float, 
                     log.error("alert delivery failed; a later run tries again: %s",
                               delivery.error, extra={**extra, "decision": "failed",
                                                      "attempts": delivery.attempts})
-            outcomes += [(key, delivery.ok) for key in notice.keys]
+            outcomes += [(key, delivery.ok) for key in message.keys]
     return outcomes
 
 
@@ -464,26 +469,48 @@ def _telegram(settings: Settings, session: aiohttp.ClientSession) -> Telegram | 
                     attempt_timeout=settings.attempt_timeout, backoff=settings.backoff)
 
 
-async def send_test(settings: Settings, clock: Callable[[], float] = time.time) -> int:
-    """``--test``: one test message; 0 when Telegram took it, else 1."""
+TEST_DEADLINE = 8.0  # seconds ``--test`` may take: a person is waiting for the answer
+TEST_ATTEMPT_TIMEOUT = 3.5  # per attempt; two attempts at most
+
+
+async def send_test(settings: Settings, clock: Callable[[], float] = time.time,
+                    err: TextIO | None = None) -> int:
+    """``--test``: one test message; 0 when Telegram took it, else 1.
+
+    A person is waiting: two attempts at most, an answer within :data:`TEST_DEADLINE` seconds
+    whatever the failure (refused, no answer, unroutable), and a plain line on stderr besides
+    the JSON log.
+    """
+    say = err or sys.stderr
     if not settings.token or not settings.chat_id:
         log.error("no Telegram bot token and chat: set NPS_BOT_TOKEN (or NPS_BOT_TOKEN_FILE) "
                   "and NPS_CHAT_ID")
+        print("alert --test: not sent: set NPS_BOT_TOKEN (or NPS_BOT_TOKEN_FILE) and "
+              "NPS_CHAT_ID", file=say, flush=True)
         return 1
     how = settings.discovery
     where = ", ".join(how.urls) if how.urls else f"the pods {how.selector}" + (
         f" in namespace {how.namespace}" if how.namespace else "")
     loop = asyncio.get_running_loop()
+    started = loop.time()
     async with aiohttp.ClientSession(trust_env=True) as session:
-        telegram = _telegram(settings, session)
-        assert telegram is not None
+        telegram = Telegram(session, settings.telegram_api_url, settings.token, settings.chat_id,
+                            attempt_timeout=min(settings.attempt_timeout, TEST_ATTEMPT_TIMEOUT),
+                            backoff=settings.backoff, max_attempts=2)
         delivery = await telegram.send(probe_message(clock(), where, settings.hint),
-                                       loop.time() + settings.deadline)
+                                       started + min(settings.deadline, TEST_DEADLINE))
+    took = loop.time() - started
     if delivery.ok:
         log.info("test message sent", extra={"decision": "sent", "attempts": delivery.attempts})
+        print(f"alert --test: sent to chat {settings.chat_id} in {took:.1f} s; check the chat",
+              file=say, flush=True)
         return 0
     log.error("test message failed: %s", delivery.error,
               extra={"decision": "failed", "attempts": delivery.attempts})
+    print(f"alert --test: NOT sent ({delivery.attempts} attempt(s) in {took:.1f} s): "
+          f"{delivery.error}. Check the network (or HTTPS_PROXY) to "
+          f"{settings.telegram_api_url} (TELEGRAM_API_URL), the bot token and NPS_CHAT_ID.",
+          file=say, flush=True)
     return 1
 
 

@@ -10,8 +10,10 @@ The same JSON sits under the key ``state.json`` of the state ConfigMap, or in th
      "claims": {}}
 
 An alert's key is ``<kind>|<target>|<rpc or ->``. ``last_sent`` and ``cooldown_until`` are null
-for an alert that was never delivered. ``claims`` holds the alerts a run is delivering right now
-(see docs/alerter.md, "Two runs at once"); readers other than the alerter can ignore it.
+for an alert that was never delivered; ``sent_via`` says how ``last_sent`` went out
+(``telegram``, or ``log`` when no bot token is configured; absent in older states).
+``claims`` holds the alerts a run is delivering right now (see docs/alerter.md, "Two runs at
+once"); readers other than the alerter can ignore it.
 The state holds no secret: targets, RPC names, times and one-line summaries only.
 
 Readers (the dashboard): :func:`load_state_file` and :func:`load_state_config_map` return the
@@ -62,6 +64,7 @@ STATE_KEY = "state.json"
 VERSION = 1
 KINDS = ("unreachable", "degraded", "error_rate", "latency")
 SEVERITIES = ("CRITICAL", "WARNING")
+VIAS = ("telegram", "log")  # how a delivery went out: sent to Telegram, or only logged
 SUMMARY_LIMIT = 500  # characters of one summary kept in the state
 LABELS = {"app.kubernetes.io/component": "alerter", "app.kubernetes.io/part-of": "oracle"}
 
@@ -92,6 +95,7 @@ class Alert:
     last_sent: float | None
     cooldown_until: float | None
     summary: str
+    sent_via: str | None = None  # how ``last_sent`` went out: "telegram", or "log" (no token)
 
     @property
     def key(self) -> str:
@@ -103,12 +107,15 @@ class Alert:
         return self.last_sent is not None and self.last_sent >= self.opened
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        raw: dict[str, Any] = {
             "kind": self.kind, "severity": self.severity, "target": self.target,
             "rpc": self.rpc, "open": self.open, "opened": self.opened,
             "last_sent": self.last_sent, "cooldown_until": self.cooldown_until,
             "summary": self.summary,
         }
+        if self.sent_via is not None:  # an optional addition: absent until a delivery sets it
+            raw["sent_via"] = self.sent_via
+        return raw
 
     @classmethod
     def from_json(cls, raw: Any) -> Alert:
@@ -126,9 +133,10 @@ class Alert:
             raise StateError("an alert whose rpc is not text")
         if not isinstance(raw.get("open"), bool):
             raise StateError("an alert whose open is not true or false")
+        via = raw.get("sent_via")
         return cls(kind, severity, target, rpc or None, raw["open"], _time(raw.get("opened")),
                    _time_or_none(raw.get("last_sent")), _time_or_none(raw.get("cooldown_until")),
-                   str(summary)[:SUMMARY_LIMIT])
+                   str(summary)[:SUMMARY_LIMIT], via if via in VIAS else None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ from sidecar.dashboard.aggregate import (
     history_points,
     merge_history,
     pod_view,
+    public,
     sum_pods,
 )
 from sidecar.dashboard.alerts import read_alert_state
@@ -279,6 +280,8 @@ class Board:
                 level = "warning" if pod["url"] is None else "error"
                 problems.append({"level": level, "pod": pod["name"],
                                  "text": f"Cannot read {pod['name']}: {pod['error']}"})
+        summed = sum_pods(pods)
+        pods = [public(p) for p in pods]
         view = {
             "dashboard": {"version": __version__, "time": found.time,
                           "refresh_seconds": s.refresh, "fetch_seconds": found.seconds,
@@ -290,7 +293,7 @@ class Board:
                           "error": found.discovery_error},
             "problems": problems,
             "pods": pods,
-            "summed": sum_pods(pods),
+            "summed": summed,
             "alerts": found.alerts,
         }
         found.views[window] = view
@@ -450,9 +453,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="label selector of the Oracle pods")
     add(parser, "--sidecar-port", env="ORACLE_HTTP_PORT", type=options.port, default=9090,
         help="port of the sidecar on each pod")
-    add(parser, "--refresh", env="DASHBOARD_REFRESH", type=options.positive_float, default=5.0,
+    add(parser, "--refresh", env="DASHBOARD_REFRESH", type=options.positive_duration, default=5.0,
         help="seconds between the page's refreshes")
-    add(parser, "--timeout", env="DASHBOARD_TIMEOUT", type=options.positive_float, default=2.0,
+    add(parser, "--timeout", env="DASHBOARD_TIMEOUT", type=options.positive_duration, default=2.0,
         help="seconds one pod has to answer")
     add(parser, "--alert-state-configmap", env="ALERT_STATE_CONFIGMAP",
         help="name of the alerter's state ConfigMap, to show the alerts")

@@ -10,8 +10,8 @@ flight are then cancelled and not counted).
 
     {"target": "localhost:50052", "total": 2000, "ok": 1950, "errors": 50,
      "duration_seconds": 1.52, "rate_per_second": 1315.8, "interrupted": false,
-     "by_method": {"GetReading": {"OK": 240, "INTERNAL": 10}, ...},
-     "by_code": {"OK": 1950, "INTERNAL": 50},
+     "by_method": {"GetReading": {"OK": 240, "Internal": 10}, ...},
+     "by_code": {"OK": 1950, "Internal": 50},
      "latency_ms": {"p50": 0.9, "p95": 2.1, "p99": 3.4, "max": 8.0, "mean": 1.1},
      "latency_ms_by_method": {"GetReading": {"p50": ...}, ...}}
 
@@ -39,6 +39,7 @@ from sidecar import options
 from sidecar.demo import METHODS
 from sidecar.demo._pb import oracle_pb2_grpc as pb_grpc
 from sidecar.demo.samples import make_request
+from sidecar.protocol import CODES
 
 __all__ = ["Plan", "Tally", "WeightedRoundRobin", "configure", "drive", "parse_mix", "run"]
 
@@ -180,7 +181,7 @@ async def drive(plan: Plan, tally: Tally, stop: asyncio.Event) -> None:
                     await calls[method](make_request(method, i), timeout=plan.timeout)
                     code = "OK"
                 except grpc.aio.AioRpcError as err:
-                    code = err.code().name
+                    code = CODES[err.code().value[0]]  # Go's name, as the sidecar's
                 tally.record(method, code, (time.perf_counter() - started) * 1000)
 
         workers = [asyncio.create_task(worker()) for _ in range(plan.concurrency)]
@@ -288,7 +289,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 default="localhost:50052", help="the Oracle, HOST:PORT")
     options.add(parser, "--requests", env="LOAD_REQUESTS", type=options.positive_int,
                 help="stop after this many calls")
-    options.add(parser, "--duration", env="LOAD_DURATION", type=options.positive_float,
+    options.add(parser, "--duration", env="LOAD_DURATION", type=options.positive_duration,
                 help="stop after this many seconds (without either: until Ctrl-C)")
     options.add(parser, "--concurrency", env="LOAD_CONCURRENCY", type=options.positive_int,
                 default=8, help="calls in flight at most")
@@ -296,7 +297,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 help="calls per second at most (default: as fast as the Oracle answers)")
     options.add(parser, "--mix", env="LOAD_MIX", type=parse_mix, repeat=True,
                 help="METHOD[=WEIGHT],... (default: every method, equal weights)")
-    options.add(parser, "--timeout", env="LOAD_TIMEOUT", type=options.positive_float,
+    options.add(parser, "--timeout", env="LOAD_TIMEOUT", type=options.positive_duration,
                 default=30.0, help="deadline of each call, in seconds")
     options.flag(parser, "--json", env="LOAD_JSON",
                  help="print one JSON object with the results instead of a table")

@@ -382,16 +382,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
-                type=options.positive_float, default=120.0, help="length of a scenario phase")
+                type=options.positive_duration, default=120.0, help="length of a scenario phase")
     options.add(parser, "--seed", env="ORACLE_SEED", type=int,
                 help="seed for the error and latency dice (default: random)")
     options.add(parser, "--socket", env="ORACLE_METRICS_SOCKET",
                 help="the sidecar's socket (default: /var/run/oracle-sidecar/metrics.sock)")
     options.add(parser, "--drain-seconds", env="ORACLE_DRAIN_SECONDS",
-                type=options.non_negative_float, default=0.0,
+                type=options.non_negative_duration, default=0.0,
                 help="on SIGTERM, keep answering this long after NOT_SERVING")
     options.add(parser, "--grace-seconds", env="ORACLE_GRACE_SECONDS",
-                type=options.non_negative_float, default=5.0,
+                type=options.non_negative_duration, default=5.0,
                 help="on SIGTERM, time given to RPCs in flight")
     options.add(parser, "--log-level", env="LOG_LEVEL", type=options.log_level, default="INFO",
                 help="log level")

@@ -1,17 +1,20 @@
 """``oracle-sidecar demo``: the whole system on one machine, as separate processes.
 
-Starts, in this order and each once the one before answers: the sidecar (``serve``) on a socket
+First checks that every port it needs is free on ``--host`` (127.0.0.1 unless told), and
+starts nothing when one is taken, naming the port and the flag and variable that change it.
+Then starts, in this order and each once the one before answers: the sidecar (``serve``) on a socket
 in a fresh temporary directory, the demo Oracle reporting to that socket, the alerter in a loop
 (state in a file there; it only logs unless NPS_BOT_TOKEN and NPS_CHAT_ID are set), the
 dashboard when ``sidecar.dashboard.app`` is importable (showing that alert state), and a gentle
 load (``--rate`` calls per second spread over the eight methods). Then prints the URLs to open
-and curl commands to try.
+and commands to try, ``oracle-sidecar`` written as the shell finds it from here.
 
 SIGINT (Ctrl-C) or SIGTERM stops the children in reverse order (SIGTERM, then SIGKILL after
 10 s), removes the socket and the temporary directory, and exits 0. A second Ctrl-C kills at
 once. When a child exits on its own, the demo says which, shows the end of its log, stops the
 rest and exits 1 (keeping the logs). Children run in their own session, so a Ctrl-C reaches
-the demo alone, and on Linux they get SIGTERM if the demo itself is killed.
+the demo alone, and on Linux they get SIGTERM if the demo itself is killed. A stdout whose
+reader is gone (``demo | tee log`` and Ctrl-C, or ``demo | head``) stops it the same clean way.
 """
 
 from __future__ import annotations
@@ -73,6 +76,12 @@ class _Stop:
         self.signal_name = signal.Signals(signum).name
         self.event.set()
 
+    def output_closed(self) -> None:
+        """stdout's reader is gone: stop as on a signal (nobody is reading the demo any more)."""
+        if not self.event.is_set():
+            self.signal_name = "a closed output (its reader exited)"
+            self.event.set()
+
 
 class _ChildDied(Exception):
     def __init__(self, child: _Child) -> None:
@@ -84,14 +93,107 @@ class _Interrupted(Exception):
     pass
 
 
+class _Output:
+    """The demo's stdout, which may be a pipe whose reader is gone (``demo | tee log``, Ctrl-C
+    kills tee first; ``demo | head``). A write that finds it closed points stdout at /dev/null
+    (no BrokenPipeError, now or at exit) and calls ``on_close`` once: the demo then stops as
+    if interrupted, so its children and temporary directory go too."""
+
+    def __init__(self) -> None:
+        self.closed = False
+        self.on_close: Callable[[], None] | None = None
+
+    def write(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            sys.stdout.write(text + "\n")
+            sys.stdout.flush()
+        except (BrokenPipeError, ValueError):
+            self.closed = True
+            with contextlib.suppress(OSError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, sys.stdout.fileno())
+                os.close(devnull)
+            if self.on_close is not None:
+                self.on_close()
+
+
+_out = _Output()
+
+
 def _say(text: str) -> None:
-    print(f"demo: {text}", flush=True)
+    _out.write(f"demo: {text}")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host.strip("[]"), 0))
         return int(sock.getsockname()[1])
+
+
+# The ports the demo listens on: (attribute, flag, env var, what it is).
+_PORTS = (
+    ("http_port", "--http-port", "ORACLE_HTTP_PORT", "the sidecar's HTTP port"),
+    ("oracle_port", "--oracle-port", "ORACLE_PORT", "the demo Oracle's gRPC port"),
+    ("control_port", "--control-port", "ORACLE_CONTROL_PORT",
+     "the demo Oracle's control port"),
+    ("dashboard_port", "--dashboard-port", "DASHBOARD_PORT", "the dashboard's port"),
+)
+_WILDCARDS = ("0.0.0.0", "::", "[::]", "")
+
+
+def _busy(host: str, port: int) -> str | None:
+    """Why ``port`` cannot be used on ``host`` (something listens or answers there), or None."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+        try:
+            sock.bind((host.strip("[]"), port))
+        except OSError as err:
+            return err.strerror or str(err)
+    if _tcp_open(_reach(host), port):  # e.g. a server bound with SO_REUSEPORT
+        return "another program answers there"
+    return None
+
+
+def _reach(host: str) -> str:
+    """The address to connect to a server bound on ``host``."""
+    return "127.0.0.1" if host in _WILDCARDS else host.strip("[]")
+
+
+def _url_host(host: str) -> str:
+    shown = _reach(host)
+    return f"[{shown}]" if ":" in shown else shown
+
+
+def _ports_problems(args: argparse.Namespace, ports: list[tuple[str, str, str, str]]
+                    ) -> list[str]:
+    """One line per port that is taken, naming the flag and variable that change it."""
+    problems = []
+    for name, flag, env, what in ports:
+        port = getattr(args, name)
+        host = "127.0.0.1" if name == "control_port" else args.host
+        why = _busy(host, port)
+        if why is not None:
+            problems.append(f"port {port} ({what}) is not free on {host}: {why}; choose "
+                            f"another with {flag} PORT or {env}=PORT (0 = any free port)")
+    return problems
+
+
+def _command() -> str:
+    """How the reader can run ``oracle-sidecar`` from here, as a shell would find it."""
+    script = Path(sys.executable).parent / "oracle-sidecar"
+    on_path = shutil.which("oracle-sidecar")
+    if on_path and script.exists() and Path(on_path).resolve() == script.resolve():
+        return "oracle-sidecar"
+    if not script.exists():
+        return f"{sys.executable} -m sidecar.cli"
+    try:
+        return str(script.relative_to(Path.cwd()))
+    except ValueError:
+        return str(script)
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
@@ -183,7 +285,7 @@ class _Demo:
             if lines:
                 _say(f"last lines of {child.log_path}:")
                 for line in lines:
-                    print(f"    {line}", flush=True)
+                    _out.write(f"    {line}")
 
     def cleanup(self, keep: bool) -> None:
         self.socket.unlink(missing_ok=True)
@@ -196,16 +298,19 @@ class _Demo:
 
     def start_all(self) -> None:
         a = self.args
+        reach, web = _reach(a.host), _url_host(a.host)
         sidecar = self.spawn("sidecar", [
-            "serve", "--socket", str(self.socket), "--port", str(a.http_port),
-            "--grpc-health-target", f"127.0.0.1:{a.oracle_port}", "--drain-seconds", "0",
+            "serve", "--socket", str(self.socket), "--host", a.host, "--port", str(a.http_port),
+            "--grpc-health-target", f"{web}:{a.oracle_port}", "--drain-seconds", "0",
         ])
         self.wait_until(sidecar, "its socket and /livez",
-                        lambda: self.socket.exists() and _http_ok(a.http_port, "/livez"))
-        _say(f"started sidecar (pid {sidecar.proc.pid}) on http://localhost:{a.http_port}")
+                        lambda: self.socket.exists() and _http_ok(web, a.http_port, "/livez"))
+        _say(f"started sidecar (pid {sidecar.proc.pid}) on http://{web}:{a.http_port}")
 
+        grpc_host = f"[{a.host}]" if ":" in a.host and not a.host.startswith("[") else a.host
         oracle_argv = [
-            "demo-oracle", "--port", str(a.oracle_port), "--control-port", str(a.control_port),
+            "demo-oracle", "--host", grpc_host, "--port", str(a.oracle_port),
+            "--control-port", str(a.control_port),
             "--socket", str(self.socket), "--phase-seconds", str(a.phase_seconds),
             "--scenario", ",".join(a.scenario) or "off", "--drain-seconds", "0",
             "--grace-seconds", "2",
@@ -214,14 +319,14 @@ class _Demo:
             oracle_argv += ["--latency", "2ms..40ms"]  # a plausible spread on the dashboard
         oracle = self.spawn("oracle", oracle_argv)
         self.wait_until(oracle, "its gRPC and control ports", lambda: _tcp_open(
-            a.oracle_port) and _http_ok(a.control_port, "/knobs"))
-        _say(f"started oracle (pid {oracle.proc.pid}): gRPC localhost:{a.oracle_port}, "
-             f"control http://localhost:{a.control_port}/knobs")
+            reach, a.oracle_port) and _http_ok("127.0.0.1", a.control_port, "/knobs"))
+        _say(f"started oracle (pid {oracle.proc.pid}): gRPC {web}:{a.oracle_port}, "
+             f"control http://127.0.0.1:{a.control_port}/knobs")
 
         # The alerter, as its CronJob would run it but in a loop, keeping its state in a file the
         # dashboard shows. Without NPS_BOT_TOKEN/NPS_CHAT_ID it only logs what it would send.
         alerter = self.spawn("alerter", [
-            "alert", "--loop", "--interval", "10", "--target", f"http://127.0.0.1:{a.http_port}",
+            "alert", "--loop", "--interval", "10", "--target", f"http://{web}:{a.http_port}",
             "--state-file", str(self.alert_state), "--window", "1m", "--min-requests", "10",
             "--cooldown", "120",
         ])
@@ -233,17 +338,17 @@ class _Demo:
             _say("dashboard skipped: the module sidecar.dashboard.app is not installed")
         else:
             dashboard = self.spawn("dashboard", [
-                "dashboard", "--port", str(a.dashboard_port),
-                "--target", f"http://127.0.0.1:{a.http_port}",
+                "dashboard", "--host", a.host, "--port", str(a.dashboard_port),
+                "--target", f"http://{web}:{a.http_port}",
                 "--alert-state-file", str(self.alert_state),
             ])
-            self.wait_until(dashboard, "its port", lambda: _tcp_open(a.dashboard_port))
+            self.wait_until(dashboard, "its port", lambda: _tcp_open(reach, a.dashboard_port))
             _say(f"started dashboard (pid {dashboard.proc.pid}) on "
-                 f"http://localhost:{a.dashboard_port}")
+                 f"http://{web}:{a.dashboard_port}")
 
         if a.rate > 0:
             load = self.spawn("load", [
-                "load", "--target", f"127.0.0.1:{a.oracle_port}", "--rate", f"{a.rate:g}",
+                "load", "--target", f"{web}:{a.oracle_port}", "--rate", f"{a.rate:g}",
                 "--concurrency", "64",
             ])
             _say(f"started load (pid {load.proc.pid}): {a.rate:g} RPC/s over the 8 methods")
@@ -252,46 +357,48 @@ class _Demo:
 
     def banner(self) -> None:
         a = self.args
+        web = _url_host(a.host)
         dashboard = any(c.name == "dashboard" for c in self.children)
-        knobs = f"localhost:{a.control_port}/knobs"
+        knobs = f"127.0.0.1:{a.control_port}/knobs"
+        command = _command()
         lines = [
             "",
             "Open:",
-            *([f"  dashboard  http://localhost:{a.dashboard_port}/"] if dashboard else []),
-            f"  metrics    http://localhost:{a.http_port}/metrics",
-            f"  snapshot   http://localhost:{a.http_port}/api/v1/snapshot",
+            *([f"  dashboard  http://{web}:{a.dashboard_port}/"] if dashboard else []),
+            f"  metrics    http://{web}:{a.http_port}/metrics",
+            f"  snapshot   http://{web}:{a.http_port}/api/v1/snapshot",
             "Try:",
-            f"  curl -s localhost:{a.http_port}/ready",
-            f"  curl -s localhost:{a.http_port}/health",
-            f"  curl -s localhost:{a.http_port}/metrics | grep grpc_server_handled_total",
+            f"  curl -s {web}:{a.http_port}/ready",
+            f"  curl -s {web}:{a.http_port}/health",
+            f"  curl -s {web}:{a.http_port}/metrics | grep grpc_server_handled_total",
             f"  curl -s {knobs}",
             f"  curl -s -X POST {knobs} -d '{{\"health\": \"degraded\"}}'   # /ready turns 503",
             f"  curl -s -X POST {knobs} -d '{{\"error_rate\": {{\"GetReading\": 0.3}}}}'",
             f"  curl -s -X POST {knobs} -d '{{\"latency\": {{\"*\": \"12s..15s@0.1\"}}}}'"
             "   # P95 above 10 s",
             f"  curl -s -X POST {knobs} -d '{{\"scenario\": \"cycle\", \"phase_seconds\": 60}}'",
-            f"  curl -s -X POST localhost:{a.control_port}/reset",
-            f"  oracle-sidecar load --target localhost:{a.oracle_port} --requests 2000",
+            f"  curl -s -X POST 127.0.0.1:{a.control_port}/reset",
+            f"  {command} load --target {web}:{a.oracle_port} --requests 2000",
             f"Alerts: {self.alert_state} (set NPS_BOT_TOKEN and NPS_CHAT_ID to get them on "
             "Telegram)",
             f"Logs: {self.dir}/*.log" if not a.verbose else "Logs: above",
             "Press Ctrl-C to stop.",
             "",
         ]
-        print("\n".join(lines), flush=True)
+        _out.write("\n".join(lines))
 
 
-def _http_ok(port: int, path: str) -> bool:
+def _http_ok(host: str, port: int, path: str) -> bool:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=1) as reply:
+        with urllib.request.urlopen(f"http://{host}:{port}{path}", timeout=1) as reply:
             return bool(reply.status == 200)
     except (OSError, urllib.error.URLError):
         return False
 
 
-def _tcp_open(port: int) -> bool:
+def _tcp_open(host: str, port: int) -> bool:
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False
@@ -308,6 +415,9 @@ def _importable(module: str) -> bool:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the demo's flags; ports share their env vars with the roles they configure."""
+    options.add(parser, "--host", env="DEMO_HOST", default="127.0.0.1",
+                help="address the sidecar, the Oracle and the dashboard listen on (0.0.0.0: "
+                "every interface; the control endpoint stays on 127.0.0.1)")
     options.add(parser, "--oracle-port", env="ORACLE_PORT", type=options.port, default=50052,
                 help="the demo Oracle's gRPC port (0: any free port)")
     options.add(parser, "--control-port", env="ORACLE_CONTROL_PORT", type=options.port,
@@ -322,9 +432,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                 default="off", help="off, cycle (healthy -> errors -> slow -> degraded -> ...), "
                 "or a comma list of those phases")
     options.add(parser, "--phase-seconds", env="ORACLE_PHASE_SECONDS",
-                type=options.positive_float, default=120.0, help="length of a scenario phase")
+                type=options.positive_duration, default=120.0, help="length of a scenario phase")
     options.add(parser, "--startup-timeout", env="DEMO_STARTUP_TIMEOUT",
-                type=options.positive_float, default=30.0,
+                type=options.positive_duration, default=30.0,
                 help="seconds each process gets to start answering")
     options.flag(parser, "--no-dashboard", env="DEMO_NO_DASHBOARD",
                  help="do not start the dashboard")
@@ -334,17 +444,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run until SIGINT/SIGTERM (exit 0) or until a child fails (exit 1)."""
-    for name in ("oracle_port", "control_port", "http_port", "dashboard_port"):
-        if getattr(args, name) == 0:
-            setattr(args, name, _free_port())
+    dashboard = not args.no_dashboard and _importable("sidecar.dashboard.app")
+    ports = [p for p in _PORTS if p[0] != "dashboard_port" or dashboard]
+    try:
+        for name, *_ in ports:
+            if getattr(args, name) == 0:
+                setattr(args, name, _free_port("127.0.0.1" if name == "control_port"
+                                               else args.host))
+    except OSError as err:
+        _say(f"cannot listen on {args.host}: {err.strerror or err}; choose another with "
+             f"--host or DEMO_HOST")
+        return 1
+    problems = _ports_problems(args, ports)
+    if problems:
+        for problem in problems:
+            _say(problem)
+        _say("nothing was started")
+        return 1
     stop = _Stop()
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    _out.on_close = stop.output_closed
     demo = _Demo(args, stop)
     _say(f"socket {demo.socket}")
     failed = True
     try:
-        demo.start_all()
-        demo.banner()
+        if not stop.event.is_set():
+            demo.start_all()
+            demo.banner()
         died = demo.watch()
         if died is not None:
             demo.report_death(died)
@@ -361,6 +487,7 @@ def run(args: argparse.Namespace) -> int:
             _say(f"received {stop.signal_name}, stopping")
         demo.stop_all()
         demo.cleanup(keep=failed)
+        _out.on_close = None
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     if failed:

@@ -9,7 +9,7 @@ A service copies this pattern so it runs unchanged when the package is missing::
         monitoring = None
 
     rep = monitoring.start(service="nps.oracle.OracleService", version="1.4.2",
-                           methods=["/nps.oracle.OracleService/GetReading", ...])
+                           services=[oracle_pb2.DESCRIPTOR.services_by_name["OracleService"]])
     server = grpc.server(pool, interceptors=[rep.server_interceptor()])
     rep.set_health("healthy", {"model": "loaded"})
 
@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sidecar import protocol
-from sidecar.reporter.core import DEFAULT_SOCKET, Reporter
+from sidecar.reporter.core import DEFAULT_SOCKET, Methods, Reporter
 
 __all__ = ["DEFAULT_SOCKET", "Reporter", "close", "get", "start", "track_rpc"]
 
@@ -36,16 +36,22 @@ _guard = threading.Lock()
 def start(
     service: str = "",
     version: str = "",
-    methods: Iterable[str] = (),
+    methods: Methods = (),
     socket_path: str | None = None,
     interval: float = 1.0,
     buckets: tuple[float, ...] = protocol.DEFAULT_BUCKETS,
     max_series: int = 1000,
+    services: Iterable[Any] = (),
 ) -> Reporter:
     """Make the process-wide reporter and start pushing (once a second by default).
 
-    ``methods`` (``/pkg.Service/Method``) are reported at zero from the first push, so every
-    method has its series before any traffic. ``socket_path`` defaults to
+    Declared methods are reported at zero from the first push under their true ``grpc_type``,
+    so every method has its series before any traffic (go-grpc-prometheus's
+    ``InitializeMetrics``). ``services``: the generated code's service descriptors,
+    ``oracle_pb2.DESCRIPTOR.services_by_name["OracleService"]``, which know each method's
+    streaming flags. ``methods``: ``/pkg.Service/Method`` names (unary), or a
+    ``{name: type}`` mapping / ``(name, type)`` pairs with type ``unary``, ``client_stream``,
+    ``server_stream`` or ``bidi_stream``. ``socket_path`` defaults to
     ``ORACLE_METRICS_SOCKET`` or ``/var/run/oracle-sidecar/metrics.sock``. A second call returns
     the reporter already running.
     """
@@ -53,7 +59,7 @@ def start(
     with _guard:
         if _current is None:
             _current = Reporter(service, version, methods, socket_path, interval, buckets,
-                                max_series)
+                                max_series, services=services)
         elif (service, version) != (_current.service, _current.version):
             logging.getLogger("sidecar.reporter").warning(
                 "reporter already started for %r %r; start(%r, %r) returns that one",

@@ -18,12 +18,13 @@ import threading
 import time
 import weakref
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from operator import add
 from typing import Any
 
-from sidecar import protocol
+from sidecar import fine, protocol
 
 __all__ = ["DEFAULT_SOCKET", "Reporter", "Series"]
 
@@ -31,13 +32,15 @@ DEFAULT_SOCKET = "/var/run/oracle-sidecar/metrics.sock"
 log = logging.getLogger("sidecar.reporter")
 
 HealthCallback = Callable[[], tuple[str, dict[str, str]]]
+# What start(methods=...) takes: names (unary), {name: type}, or (name, type) pairs.
+Methods = Iterable[str] | Iterable[tuple[str, str]] | Mapping[str, str]
 
 
 class Series:
     """One RPC method's counters in one thread. Only that thread writes them."""
 
-    __slots__ = ("codes", "exceptions", "hist", "last_error", "max", "method", "ok",
-                 "service", "started", "sum", "type")
+    __slots__ = ("codes", "exceptions", "hist", "last_error", "max", "method", "msg_received",
+                 "msg_sent", "ok", "service", "started", "sum", "type")
 
     def __init__(self, service: str, method: str, rpc_type: str, n_buckets: int) -> None:
         self.service = service
@@ -46,11 +49,49 @@ class Series:
         self.started = 0
         self.ok = 0
         self.codes: dict[str, int] = {}  # codes other than OK
-        self.hist = [0] * n_buckets
+        self.hist = [0] * n_buckets  # per fine bucket (classic when there is no fine schema)
         self.sum = 0.0
         self.max = 0.0
         self.exceptions: dict[str, int] = {}
         self.last_error: tuple[str, float] | None = None
+        # Stream messages, counted by the interceptors for streaming types only; a unary row's
+        # are its calls and its OKs, as go-grpc-prometheus counts them (see Reporter.rows).
+        self.msg_received = 0
+        self.msg_sent = 0
+
+
+def declared_methods(methods: Methods = (), services: Iterable[Any] = ()) -> list[tuple[str, str]]:
+    """``(/pkg.Service/Method, grpc_type)`` of every method declared to :func:`start`.
+
+    ``methods``: full names (unary), a ``{name: type}`` mapping or ``(name, type)`` pairs, the
+    type one of ``unary``, ``client_stream``, ``server_stream``, ``bidi_stream``.
+    ``services``: protobuf service descriptors (``pb2.DESCRIPTOR.services_by_name["Svc"]``),
+    read duck-typed (``full_name``; ``methods`` with ``name``, ``client_streaming``,
+    ``server_streaming``), so this module never imports protobuf.
+    """
+    out: list[tuple[str, str]] = []
+    items = methods.items() if isinstance(methods, Mapping) else methods
+    for item in items:
+        full, rpc_type = (item, "unary") if isinstance(item, str) else item
+        if rpc_type not in protocol.RPC_TYPES:
+            raise ValueError(f"method {full!r}: type {rpc_type!r} is not one of "
+                             f"{', '.join(protocol.RPC_TYPES)}")
+        out.append((full, rpc_type))
+    for service in services:
+        try:
+            name, methods_of = service.full_name, list(service.methods)
+            for m in methods_of:
+                client, server = m.client_streaming, m.server_streaming
+                out.append((f"/{name}/{m.name}", _TYPES[bool(client), bool(server)]))
+        except AttributeError as err:
+            raise TypeError(f"services takes protobuf service descriptors, e.g. "
+                            f"pb2.DESCRIPTOR.services_by_name['Name'], not "
+                            f"{type(service).__name__} ({err})") from None
+    return out
+
+
+_TYPES = {(False, False): "unary", (True, False): "client_stream",
+          (False, True): "server_stream", (True, True): "bidi_stream"}
 
 
 def split_method(full: str, default_service: str) -> tuple[str, str]:
@@ -70,12 +111,13 @@ class Reporter:
         self,
         service: str = "",
         version: str = "",
-        methods: Iterable[str] = (),
+        methods: Methods = (),
         socket_path: str | None = None,
         interval: float = 1.0,
         buckets: tuple[float, ...] = protocol.DEFAULT_BUCKETS,
         max_series: int = 1000,
         health_timeout: float = 0.5,
+        services: Iterable[Any] = (),
     ) -> None:
         if interval <= 0:
             raise ValueError(f"interval must be above zero seconds, not {interval}")
@@ -86,6 +128,12 @@ class Reporter:
         self.socket_path = socket_path or os.environ.get("ORACLE_METRICS_SOCKET") or DEFAULT_SOCKET
         self.interval = interval
         self.buckets = tuple(float(b) for b in buckets)
+        # The record path counts into fine buckets (one bisect, one increment); the classic
+        # counts are their exact sums, made once per flush. Odd classic bounds that would need
+        # too many fine ones: classic counts only, as before the fine histogram.
+        self._fine = fine.bounds(self.buckets)
+        self._record_bounds = self._fine if self._fine is not None else self.buckets
+        self._n_record = len(self._record_bounds) + 1
         self.max_series = max_series
         self.health_timeout = health_timeout
         self._health: tuple[str, dict[str, str]] = ("healthy", {})
@@ -93,7 +141,8 @@ class Reporter:
         self._health_pool: ThreadPoolExecutor | None = None
         self._health_pending: Future[tuple[str, dict[str, str]]] | None = None
         self._lock = threading.Lock()  # guards the table registry and the series count
-        self._methods = [m for m in methods]
+        self._methods = declared_methods(methods, services)
+        self._retyped_logged: set[str] = set()
         self._reset_state()
         self._closed = False
         self._flusher: threading.Thread | None = None
@@ -116,11 +165,11 @@ class Reporter:
         self.dropped = 0
         self.send_errors = 0
         self.sent = 0
-        for full in self._methods:
+        for full, rpc_type in self._methods:
             service, method = split_method(full, self.service)
             key = f"/{service}/{method}"
             if key not in self._retired:
-                self._retired[key] = Series(service, method, "unary", len(self.buckets) + 1)
+                self._retired[key] = Series(service, method, rpc_type, self._n_record)
                 self._series_count += 1
 
     # -- the per-RPC path ---------------------------------------------------------------------
@@ -148,19 +197,36 @@ class Reporter:
                     self.overflow += 1
                     return None
                 self._series_count += 1
+            declared = self._retired.get(full_method)
+            if declared is not None and declared.type != rpc_type:
+                self._retype(declared, full_method, rpc_type)
         service, method = split_method(full_method, self.service)
-        created = Series(service, method, rpc_type, len(self.buckets) + 1)
+        created = Series(service, method, rpc_type, self._n_record)
         table[full_method] = created
         return created
 
+    def _retype(self, declared: Series, full_method: str, rpc_type: str) -> None:
+        """A method declared with one type turned out to be another (under self._lock)."""
+        if full_method not in self._retyped_logged:
+            self._retyped_logged.add(full_method)
+            log.warning("%s was declared %s but its handler is %s; it is reported as %s. Declare "
+                        "it with its type (methods={name: type} or services=[descriptor]) so "
+                        "that the first pushes do not show it as %s", full_method,
+                        declared.type, rpc_type, rpc_type, declared.type)
+        if not (declared.started or declared.ok or declared.codes):  # still the zero row
+            declared.type = rpc_type
+
     def observe(self, series: Series, seconds: float, code: str = "OK",
                 exception: str | None = None) -> None:
-        """Count one finished RPC of ``series`` (made by :meth:`series` in this thread)."""
+        """Count one finished RPC of ``series`` (made by :meth:`series` in this thread).
+
+        ``code`` is Go's name (``NotFound``) or the spec's (``NOT_FOUND``); anything else counts
+        as ``Unknown``.
+        """
         if code == "OK":
             series.ok += 1
         else:
-            if code not in _CODES:
-                code = "UNKNOWN"
+            code = protocol.code_name(code) or "Unknown"
             series.codes[code] = series.codes.get(code, 0) + 1
             series.last_error = (code, time.time())
             if exception is not None:
@@ -169,7 +235,7 @@ class Reporter:
                     if len(series.exceptions) >= protocol.MAX_KEYS - 1:
                         exception = "(other)"
                 series.exceptions[exception] = series.exceptions.get(exception, 0) + 1
-        series.hist[bisect_left(self.buckets, seconds)] += 1
+        series.hist[bisect_left(self._record_bounds, seconds)] += 1
         series.sum += seconds
         if seconds > series.max:
             series.max = seconds
@@ -178,7 +244,7 @@ class Reporter:
         """Time a block (``with``) or a function (decorator) as one unary RPC called ``name``.
 
         ``name`` is ``Service/Method`` or a bare method name of this reporter's service. An
-        exception that escapes counts as UNKNOWN with its type, and is re-raised untouched.
+        exception that escapes counts as Unknown with its type, and is re-raised untouched.
         """
         full = name if name.startswith("/") else "/" + (
             name if "/" in name else f"{self.service or 'app'}/{name}")
@@ -249,7 +315,7 @@ class Reporter:
                 if thread is not None and thread.is_alive():
                     alive.append((thread, table))
                 else:  # its thread ended: nobody writes this table any more
-                    _fold(self._retired, table, len(self.buckets) + 1)
+                    _fold(self._retired, table, self._n_record)
             self._tables = alive
             sources = [self._retired, *(tab for _, tab in alive)]
         # Keyed by what the message says, so that two raw names cleaned to the same name make
@@ -264,14 +330,21 @@ class Reporter:
                         "service": s.service, "method": s.method, "type": s.type,
                         "started": 0, "codes": {}, "hist": [0] * len(s.hist), "sum": 0.0,
                         "max": 0.0, "exceptions": {}, "last_error": None,
+                        "msg_received": 0, "msg_sent": 0,
                     }
                 _add_into(row, s)
         out = []
         for row in merged.values():
+            if self._fine is not None:
+                counts = row["hist"]
+                row["hist"] = fine.fold_classic(fine.sparse(counts), self.buckets)
+                row["fine"] = {"schema": fine.SCHEMA, "runs": fine.runs(counts)}
             codes = row["codes"]
             # A series is read without a lock, so `started` may be read before an RPC that was
             # finished by the time `ok` is read: keep started >= handled, as the protocol asks.
             row["started"] = max(row["started"], sum(codes.values()))
+            if row["type"] == "unary":  # go-grpc-prometheus: 1 received per call, 1 sent per OK
+                row["msg_received"], row["msg_sent"] = row["started"], codes.get("OK", 0)
             if row["last_error"] is None:
                 del row["last_error"]
             if not row["exceptions"]:
@@ -403,7 +476,7 @@ class _Tracked:
             if exc_type is None:
                 self._reporter.observe(self._series, elapsed)
             else:
-                self._reporter.observe(self._series, elapsed, "UNKNOWN", exc_type.__name__)
+                self._reporter.observe(self._series, elapsed, "Unknown", exc_type.__name__)
 
     def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
         import functools
@@ -416,9 +489,6 @@ class _Tracked:
                 return func(*args, **kwargs)
 
         return wrapper
-
-
-_CODES = frozenset(protocol.CODES)
 
 
 def _clean_checks(checks: dict[Any, Any]) -> dict[str, str]:
@@ -434,11 +504,11 @@ def _add_into(row: dict[str, Any], s: Series) -> None:
         codes["OK"] = codes.get("OK", 0) + s.ok
     for code, n in s.codes.copy().items():
         codes[code] = codes.get(code, 0) + n
-    hist = row["hist"]
-    for i, n in enumerate(list(s.hist)):
-        hist[i] += n
+    row["hist"] = list(map(add, row["hist"], list(s.hist)))
     row["sum"] += s.sum
     row["max"] = max(row["max"], s.max)
+    row["msg_received"] += s.msg_received
+    row["msg_sent"] += s.msg_sent
     for name, n in s.exceptions.copy().items():
         row["exceptions"][name] = row["exceptions"].get(name, 0) + n
     if s.last_error is not None and (row["last_error"] is None
@@ -456,10 +526,11 @@ def _fold(into: dict[str, Series], table: dict[str, Series], n_buckets: int) -> 
         t.ok += s.ok
         for code, n in s.codes.items():
             t.codes[code] = t.codes.get(code, 0) + n
-        for i, n in enumerate(s.hist):
-            t.hist[i] += n
+        t.hist = list(map(add, t.hist, s.hist))
         t.sum += s.sum
         t.max = max(t.max, s.max)
+        t.msg_received += s.msg_received
+        t.msg_sent += s.msg_sent
         for name, n in s.exceptions.items():
             t.exceptions[name] = t.exceptions.get(name, 0) + n
         if s.last_error is not None and (t.last_error is None or s.last_error[1] > t.last_error[1]):

@@ -1,8 +1,9 @@
 """gRPC server interceptors (sync ``grpc.server`` and ``grpc.aio.server``) that feed a Reporter.
 
 The code recorded is OK on success, the code set through ``context.abort``/``context.set_code``
-when there is one, and UNKNOWN for an uncaught exception (whose type is counted too). Service,
-method and type come from the full method name and the handler's kind.
+when there is one, and Unknown for an uncaught exception (whose type is counted too). Service,
+method and type come from the full method name and the handler's kind. Codes are recorded under
+Go's names (``NotFound``, not ``NOT_FOUND``), as go-grpc-prometheus exports them.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ from typing import Any
 import grpc
 import grpc.aio
 
+from sidecar.protocol import CODES
 from sidecar.reporter.core import Reporter, Series
 
 __all__ = ["AioServerInterceptor", "ServerInterceptor"]
 
-_NAMES = {code: code.name for code in grpc.StatusCode}
-_BY_NUMBER = {code.value[0]: code.name for code in grpc.StatusCode}
+# grpc.StatusCode's value is (number, text); CODES is Go's names by number.
+_NAMES = {code: CODES[code.value[0]] for code in grpc.StatusCode}
+_BY_NUMBER = {code.value[0]: CODES[code.value[0]] for code in grpc.StatusCode}
 _perf = time.perf_counter
 
 
@@ -36,8 +39,8 @@ def _code(context: Any, failed: BaseException | None) -> tuple[str, str | None]:
     if failed is None:
         return "OK", None
     if isinstance(failed, grpc.aio.AbortError):  # aborted without a readable code
-        return "UNKNOWN", None
-    return "UNKNOWN", type(failed).__name__
+        return "Unknown", None
+    return "Unknown", type(failed).__name__
 
 
 def _kind(handler: grpc.RpcMethodHandler) -> tuple[str, str]:
@@ -89,15 +92,31 @@ class _Wrapping:
         else:
             attr, rpc_type = _kind(handler)
             behaviour = self._wrap(getattr(handler, attr), method, rpc_type,
-                                   handler.response_streaming)
+                                   handler.request_streaming, handler.response_streaming)
             wrapped = _rewrap(handler, attr, behaviour)
         if len(self._cache) < 10_000:
             self._cache[method] = (handler, wrapped)
         return wrapped
 
     def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
-              streaming: bool) -> Callable[..., Any]:
+              requests: bool, responses: bool) -> Callable[..., Any]:
         raise NotImplementedError
+
+
+# Messages are counted as go-grpc-prometheus counts them: a unary request or response is one
+# message per call, one sent only when the call ends OK (Reporter.rows derives both for unary
+# rows); a stream counts each request the handler reads and each response it yields.
+
+def _counted_requests(series: Series, requests: Iterator[Any]) -> Iterator[Any]:
+    for request in requests:
+        series.msg_received += 1
+        yield request
+
+
+async def _acounted_requests(series: Series, requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        series.msg_received += 1
+        yield request
 
 
 class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc]
@@ -108,16 +127,18 @@ class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc
         return None if handler is None else self._wrapped(handler, details.method)
 
     def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
-              streaming: bool) -> Callable[..., Any]:
+              requests: bool, responses: bool) -> Callable[..., Any]:
         reporter = self._reporter
         observe = reporter.observe
 
-        if not streaming:
+        if not responses:
             def unary(request: Any, context: Any) -> Any:
                 series = reporter.series(method, rpc_type)
                 if series is None:
                     return inner(request, context)
                 series.started += 1
+                if requests:
+                    request = _counted_requests(series, request)
                 t0 = _perf()
                 try:
                     response = inner(request, context)
@@ -125,10 +146,10 @@ class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc
                     observe(series, _perf() - t0, *_code(context, err))
                     raise
                 elapsed = _perf() - t0
-                if context.code() is None:
-                    observe(series, elapsed)
-                else:
-                    observe(series, elapsed, *_code(context, None))
+                code = "OK" if context.code() is None else _code(context, None)[0]
+                observe(series, elapsed, code)
+                if requests and code == "OK":
+                    series.msg_sent += 1
                 return response
 
             return unary
@@ -139,9 +160,15 @@ class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc
                 yield from inner(request, context)
                 return
             series.started += 1
+            if requests:
+                request = _counted_requests(series, request)
+            else:
+                series.msg_received += 1
             t0 = _perf()
             try:
-                yield from inner(request, context)
+                for response in inner(request, context):
+                    series.msg_sent += 1
+                    yield response
             except BaseException as err:
                 observe(series, _perf() - t0, *_code(context, err))
                 raise
@@ -151,7 +178,11 @@ class ServerInterceptor(_Wrapping, grpc.ServerInterceptor):  # type: ignore[misc
 
 
 class AioServerInterceptor(_Wrapping, grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """For ``grpc.aio.server(interceptors=[reporter.aio_server_interceptor()])``."""
+    """For ``grpc.aio.server(interceptors=[reporter.aio_server_interceptor()])``.
+
+    Stream messages read with ``context.read()`` or written with ``context.write()`` instead of
+    the request iterator and ``yield`` are not counted in ``grpc_server_msg_*_total``.
+    """
 
     async def intercept_service(
         self, continuation: Callable[..., Awaitable[Any]], details: Any
@@ -160,23 +191,28 @@ class AioServerInterceptor(_Wrapping, grpc.aio.ServerInterceptor):  # type: igno
         return None if handler is None else self._wrapped(handler, details.method)
 
     def _wrap(self, inner: Callable[..., Any], method: str, rpc_type: str,
-              streaming: bool) -> Callable[..., Any]:
+              requests: bool, responses: bool) -> Callable[..., Any]:
         reporter = self._reporter
         observe = reporter.observe
 
-        if not streaming:
+        if not responses:
             async def unary(request: Any, context: Any) -> Any:
                 series = reporter.series(method, rpc_type)
                 if series is None:
                     return await inner(request, context)
                 series.started += 1
+                if requests and hasattr(request, "__aiter__"):
+                    request = _acounted_requests(series, request)
                 t0 = _perf()
                 try:
                     response = await inner(request, context)
                 except BaseException as err:
                     observe(series, _perf() - t0, *_code(context, err))
                     raise
-                observe(series, _perf() - t0, *_code(context, None))
+                code = _code(context, None)[0]
+                observe(series, _perf() - t0, code)
+                if requests and code == "OK":
+                    series.msg_sent += 1
                 return response
 
             return unary
@@ -186,10 +222,16 @@ class AioServerInterceptor(_Wrapping, grpc.aio.ServerInterceptor):  # type: igno
             t0 = _perf()
             if series is not None:
                 series.started += 1
+                if not requests:
+                    series.msg_received += 1
+                elif hasattr(request, "__aiter__"):
+                    request = _acounted_requests(series, request)
             try:
                 result = inner(request, context)
                 if hasattr(result, "__aiter__"):
                     async for item in result:
+                        if series is not None:
+                            series.msg_sent += 1
                         yield item
                 else:  # a coroutine that writes with context.write()
                     await result

@@ -30,7 +30,7 @@ def rpc(method: str, count: int = 100, errors: int = 0, p95_ms: float | None = 2
             "errors": errors, "error_rate_percent": round(100 * errors / count, 3) if count
             else 0.0, "p50_ms": 5.0, "p95_ms": p95_ms, "p99_ms": p95_ms, "max_ms": p95_ms,
             "codes": codes if codes is not None else
-            ({"OK": count - errors, "INTERNAL": errors} if errors else {"OK": count})}
+            ({"OK": count - errors, "Internal": errors} if errors else {"OK": count})}
 
 
 def totals(rows: list[Any]) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def totals(rows: list[Any]) -> dict[str, Any]:
     errors = sum(r["errors"] for r in good)
     return {"count": count, "errors": errors,
             "error_rate_percent": round(100 * errors / count, 3) if count else 0.0,
-            "codes": {"OK": count - errors, "INTERNAL": errors}}
+            "codes": {"OK": count - errors, "Internal": errors}}
 
 
 def snapshot(status: str = "healthy", ready: bool | None = True,

@@ -6,8 +6,11 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -103,7 +106,7 @@ def test_bad_or_missing_credentials(monkeypatch: pytest.MonkeyPatch,
     assert "abc/../../x" not in out
 
 
-@pytest.mark.parametrize(("flag", "value"), [("--cooldown", "0"), ("--window", "2m"),
+@pytest.mark.parametrize(("flag", "value"), [("--cooldown", "-1"), ("--window", "2m"),
                                              ("--min-requests", "-1"),
                                              ("--telegram-api-url", "ftp://x")])
 def test_bad_values_stop_before_anything_starts(flag: str, value: str,
@@ -205,3 +208,97 @@ def test_loop_repeats_until_sigterm(telegram: FakeTelegramAPI, tmp_path: Path) -
     assert len(telegram.messages) == 1  # the in-memory cooldown held
     assert '"alert suppressed by cooldown"' in log_path.read_text()
     assert telegram.token not in log_path.read_text()
+
+
+@pytest.fixture
+def silent_listener() -> Iterator[tuple[str, list[socket.socket]]]:
+    """A 127.0.0.1 port that accepts connections and never answers; (URL, accepted sockets)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted: list[socket.socket] = []
+    stopping = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stopping.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    stopping.set()
+    thread.join(5)
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.parametrize("mode", ["refused", "no-answer"])
+def test_test_message_with_telegram_unreachable_answers_within_10_s(
+        mode: str, silent_listener: tuple[str, list[socket.socket]]) -> None:
+    """--test, Telegram refused or silent: exit 1 within 10 s, two attempts at most, a plain
+    line on stderr besides the JSON log."""
+    url = f"http://127.0.0.1:{free_port()}" if mode == "refused" else silent_listener[0]
+    env = {**os.environ, "TELEGRAM_API_URL": url, "NPS_BOT_TOKEN": "123:abc",
+           "NPS_CHAT_ID": "-100", "ORACLE_HTTP_URL": "http://127.0.0.1:9"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "sidecar.cli", "alert", "--test"], env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - started
+    assert done.returncode == 1, done.stderr
+    assert took < 10, f"--test took {took:.1f} s"
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("alert --test: NOT sent")]
+    assert "TELEGRAM_API_URL" in line and url in line
+    (failed,) = [json.loads(x) for x in done.stdout.splitlines() if '"decision"' in x]
+    assert failed["decision"] == "failed" and failed["attempts"] <= 2
+    if mode == "no-answer":
+        assert 1 <= len(silent_listener[1]) <= 2
+
+
+DURATIONS = [
+    # (command, env var or None, flag, value, attribute, seconds)
+    ("alert", "ALERT_CHECK_INTERVAL", None, "5m", "interval", 300.0),
+    ("alert", "ALERT_COOLDOWN", None, "0", "cooldown", 0.0),
+    ("alert", None, "--cooldown", "1h30m", "cooldown", 5400.0),
+    ("alert", "ALERT_DEADLINE", None, "40s", "deadline", 40.0),
+    ("alert", None, "--p95-seconds", "500ms", "p95_seconds", 0.5),
+    ("serve", None, "--stale-after", "5s", "stale_after", 5.0),
+    ("serve", "ORACLE_DRAIN_SECONDS", None, "250ms", "drain_seconds", 0.25),
+    ("dashboard", None, "--refresh", "10s", "refresh", 10.0),
+    ("demo", None, "--phase-seconds", "1m", "phase_seconds", 60.0),
+    ("load", None, "--duration", "1m30s", "duration", 90.0),
+    ("demo-oracle", "ORACLE_GRACE_SECONDS", None, "2s", "grace_seconds", 2.0),
+]
+
+
+@pytest.mark.parametrize(("command", "env", "flag", "value", "attribute", "seconds"), DURATIONS,
+                         ids=[f"{d[0]}-{d[1] or d[2]}={d[3]}" for d in DURATIONS])
+def test_durations_are_taken_wherever_a_duration_is_asked(
+        monkeypatch: pytest.MonkeyPatch, command: str, env: str | None, flag: str | None,
+        value: str, attribute: str, seconds: float) -> None:
+    """5m, 40s, 500ms, 1h30m (or a bare number of seconds) in a flag or its variable; a zero
+    cooldown is allowed."""
+    from sidecar.cli import _parser_for
+
+    if env:
+        monkeypatch.setenv(env, value)
+    argv = [command, *([flag, value] if flag else [])]
+    args = _parser_for(argv).parse_args(argv)
+    assert getattr(args, attribute) == seconds
+
+
+def test_a_bad_duration_says_what_a_duration_looks_like(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """ALERT_CHECK_INTERVAL=5x is refused before anything starts, with examples."""
+    monkeypatch.setenv("ALERT_CHECK_INTERVAL", "5x")
+    with pytest.raises(SystemExit) as info:
+        main(["alert"])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "ALERT_CHECK_INTERVAL" in err
+    assert "is not a duration (e.g. 30, 30s, 250ms, 5m, 1h30m)" in err

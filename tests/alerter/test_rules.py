@@ -41,6 +41,11 @@ CASES = [
      "failing", [("degraded", "CRITICAL", None)]),
     ("unknown-within-startup-grace", answer(snapshot("unknown", ready=False, uptime=59.9)),
      "skipped", []),
+    # the Oracle reported and exited within the sidecar's first minute: no grace
+    ("exited-within-startup-grace", answer(snapshot(
+        "down", ready=False, uptime=10.0,
+        reason="the Oracle process 7 exited 2 s ago and has not come back")),
+     "failing", [("degraded", "CRITICAL", None)]),
     ("pod-pending", answer(None, target=pod_target(phase="Pending"), error="no IP"), "skipped",
      []),
     ("pod-terminating", answer(snapshot("down", ready=False),
@@ -136,11 +141,11 @@ def test_degraded_names_the_failing_checks_and_the_reasons() -> None:
 
 def test_error_rate_finding_states_value_against_threshold() -> None:
     """The message facts hold the rate, the counts, the window, the threshold and the codes."""
-    rows = [rpc("GetReading", 200, 25, codes={"OK": 175, "UNAVAILABLE": 20, "INTERNAL": 5})]
+    rows = [rpc("GetReading", 200, 25, codes={"OK": 175, "Unavailable": 20, "Internal": 5})]
     (finding,) = judge(answer(snapshot(rows=rows)), TH).findings
     facts = dict(finding.facts)
     assert facts["Error rate"] == "12.5% (25 of 200 requests over 5m); threshold 5%"
-    assert facts["Codes"] == "UNAVAILABLE 20, INTERNAL 5"
+    assert facts["Codes"] == "Unavailable 20, Internal 5"
     assert finding.title == "error rate 12.5% on GetReading (oracle-a)"
 
 

@@ -77,12 +77,12 @@ async def test_healthy_target_sends_nothing_and_records_the_run(
 async def test_error_rate_and_latency_from_real_pushes(
         oracle: Reporter, sidecar: SidecarProcess, telegram: FakeTelegramAPI,
         tmp_path: Path) -> None:
-    """Real RPC outcomes pushed to a real sidecar raise the two WARNINGs, per RPC."""
+    """Real RPC outcomes pushed to a real sidecar raise both WARNINGs, per RPC, in one message."""
     series = oracle.series("GetReading")
     slow = oracle.series("GetDailyInsight")
     assert series is not None and slow is not None
     for i in range(30):
-        oracle.observe(series, 0.01, "UNAVAILABLE" if i < 6 else "OK")
+        oracle.observe(series, 0.01, "Unavailable" if i < 6 else "OK")
         oracle.observe(slow, 12.0)
     wait_for(lambda: json.loads(http_get(sidecar.url + "/api/v1/snapshot")[1])["windows"]["1m"]
              ["totals"]["count"] >= 60, 10, message="the pushes")
@@ -90,11 +90,11 @@ async def test_error_rate_and_latency_from_real_pushes(
                             state_file=str(tmp_path / "s.json"),
                             thresholds=Thresholds(window="1m", min_requests=20))
     assert await evaluate_once(settings) == 0
-    titles = sorted(m["plain"].split("\n")[0] for m in telegram.messages)
-    assert titles == [
-        f"🟠 WARNING: P95 12 s on GetDailyInsight ({sidecar.url})",
-        f"🟠 WARNING: error rate 20% on GetReading ({sidecar.url})",
-    ]
+    (text,) = telegram.texts()  # one WARNING message for both
+    lines = text.split("\n")
+    assert lines[0] == (f"🟠 WARNING: error rate above 5% on 1 RPC, P95 above 10 s on 1 RPC "
+                        f"({sidecar.url})")
+    assert f"• {SERVICE}/GetDailyInsight: P95 12 s over 1m (30 requests)" in lines
     assert "6 of 30 requests over 1m" in "".join(telegram.texts())
 
 
@@ -322,3 +322,17 @@ async def test_alert_claimed_by_another_run_is_not_sent(
     assert telegram.attempts == []
     assert len(decisions(caplog, "in_flight")) == 1
     assert cm_state(fake_kube).claims[key].run == "other-run"
+
+
+async def test_a_zero_cooldown_sends_what_holds_on_every_run(
+        oracle: Reporter, sidecar: SidecarProcess, telegram: FakeTelegramAPI,
+        tmp_path: Path) -> None:
+    """ALERT_COOLDOWN=0: no cooldown; a CRITICAL that holds is sent again by the next run."""
+    oracle.set_health("degraded", {"db": "timeout"})
+    health_is(sidecar, "degraded")
+    settings = settings_for(telegram, discovery=Discovery(urls=(sidecar.url,)),
+                            state_file=str(tmp_path / "s.json"), cooldown=0.0)
+    assert await evaluate_once(settings) == 0
+    assert await evaluate_once(settings) == 0
+    assert len(telegram.messages) == 2
+    assert "(still, for" in telegram.texts()[1]

@@ -22,14 +22,14 @@ SERVICE = "nps.oracle.OracleService"
 
 # method -> (typical seconds, share of calls that fail, error code)
 ORACLE_METHODS: dict[str, tuple[float, float, str]] = {
-    "GetReading": (0.012, 0.0, "INTERNAL"),
-    "GetNameReading": (0.018, 0.004, "INVALID_ARGUMENT"),
-    "GetQuestionSign": (0.009, 0.0, "INTERNAL"),
-    "GetDailyInsight": (0.045, 0.01, "UNAVAILABLE"),
-    "SuggestRange": (0.006, 0.0, "INTERNAL"),
-    "AnalyzeSession": (0.26, 0.03, "DEADLINE_EXCEEDED"),
-    "GetTimingAlignment": (0.021, 0.0, "INTERNAL"),
-    "HealthCheck": (0.001, 0.0, "INTERNAL"),
+    "GetReading": (0.012, 0.0, "Internal"),
+    "GetNameReading": (0.018, 0.004, "InvalidArgument"),
+    "GetQuestionSign": (0.009, 0.0, "Internal"),
+    "GetDailyInsight": (0.045, 0.01, "Unavailable"),
+    "SuggestRange": (0.006, 0.0, "Internal"),
+    "AnalyzeSession": (0.26, 0.03, "DeadlineExceeded"),
+    "GetTimingAlignment": (0.021, 0.0, "Internal"),
+    "HealthCheck": (0.001, 0.0, "Internal"),
 }
 
 
@@ -79,13 +79,24 @@ class Traffic:
                 seconds = typical * self.slowdown * (1 + swing) * rng.lognormvariate(0, 0.5)
                 failed = rng.random() < fail
                 self.reporter.observe(series, seconds, code if failed else "OK",
-                                      "RuntimeError" if failed and code == "INTERNAL" else None)
+                                      "RuntimeError" if failed and code == "Internal" else None)
                 self.calls[name] = self.calls.get(name, 0) + 1
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(5)
+
+
+def kubeconfig(path: Path, server: str) -> Path:
+    """A kubeconfig for the fake API server, as `kubectl config view` would write it."""
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
+                                                  "namespace": "oracle"}}]}))
+    return path
 
 
 @dataclass

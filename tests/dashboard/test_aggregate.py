@@ -26,11 +26,12 @@ def _snapshot(*rows: dict[str, Any]) -> dict[str, Any]:
 
 
 def test_counts_add_and_percentiles_are_the_highest_pods() -> None:
-    """Counts, errors and rates add; avg is count-weighted; p50/p95/p99 are the highest pod's."""
+    """Counts, errors and rates add; avg is count-weighted; without fine counts (older
+    sidecars) p50/p95/p99 fall back to the highest pod's."""
     a = pod_view("a", "http://a", _snapshot(_row("Get", 100, 1, 10.0, 4.0, 10.0,
-                                                 ("INTERNAL", 100.0))), "1m")
+                                                 ("Internal", 100.0))), "1m")
     b = pod_view("b", "http://b", _snapshot(_row("Get", 300, 9, 30.0, 8.0, 5.0,
-                                                 ("UNAVAILABLE", 200.0))), "1m")
+                                                 ("Unavailable", 200.0))), "1m")
     down = pod_view("c", "http://c", None, "1m", error="no answer within 2 s")
     summed = sum_pods([a, b, down])
     assert summed["pods_counted"] == 2 and summed["percentiles"] == "highest pod"
@@ -39,7 +40,7 @@ def test_counts_add_and_percentiles_are_the_highest_pods() -> None:
     assert row["error_rate_percent"] == 2.5
     assert row["avg_ms"] == 7.0  # (100*4 + 300*8) / 400
     assert (row["p50_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"]) == (15.0, 30.0, 36.0, 60.0)
-    assert row["last_error"] == {"code": "UNAVAILABLE", "time": 200.0}
+    assert row["last_error"] == {"code": "Unavailable", "time": 200.0}
     assert row["pods"] == 2 and row["codes"] == {"OK": 390}
 
 
@@ -73,7 +74,8 @@ def test_push_age_badge_turns_amber_then_red() -> None:
 
 
 def test_history_of_pods_is_binned_on_one_grid() -> None:
-    """5 s and 1 min points of two pods fall into shared slots; p95 is the highest pod's."""
+    """5 s and 1 min points of two pods fall into shared slots; without fine counts, p95 is
+    the highest pod's."""
     a = [{"time": 1000.0, "seconds": 60.0, "count": 600, "errors": 6, "p95_ms": 20.0},
          {"time": 1062.0, "seconds": 5.0, "count": 50, "errors": 0, "p95_ms": 10.0}]
     b = [{"time": 1001.0, "seconds": 60.0, "count": 1200, "errors": 0, "p95_ms": 40.0},

@@ -18,7 +18,7 @@ async def test_status_shows_a_live_pod_with_health_and_rpc_figures(dashboard: An
     """One real sidecar: its health, checks, per-RPC figures and the sum over pods."""
     await live_pod.calls("GetReading", 30, 0.012)
     await live_pod.calls("AnalyzeSession", 9, 0.3)
-    await live_pod.calls("AnalyzeSession", 1, 0.3, code="DEADLINE_EXCEEDED")
+    await live_pod.calls("AnalyzeSession", 1, 0.3, code="DeadlineExceeded")
     client = await dashboard(targets=(live_pod.url,))
     response = await client.get("/api/status")
     assert response.status == 200
@@ -35,11 +35,11 @@ async def test_status_shows_a_live_pod_with_health_and_rpc_figures(dashboard: An
     rows = {r["method"]: r for r in pod["window"]["rpcs"]}
     assert rows["GetReading"]["count"] == 30 and rows["GetReading"]["errors"] == 0
     assert rows["AnalyzeSession"]["errors"] == 1
-    assert rows["AnalyzeSession"]["last_error"]["code"] == "DEADLINE_EXCEEDED"
+    assert rows["AnalyzeSession"]["last_error"]["code"] == "DeadlineExceeded"
     assert rows["AnalyzeSession"]["error_rate_percent"] == 10.0
     summed = doc["summed"]
     assert summed["pods_counted"] == 1 and summed["totals"]["count"] == 40
-    assert summed["percentiles"] == "highest pod"
+    assert summed["percentiles"] == "merged"
     assert doc["alerts"]["readable"] is False and "not configured" in doc["alerts"]["error"]
 
 

@@ -1,16 +1,12 @@
 """The page in a real browser: headless Chromium on a dashboard process wired to real sidecars.
 
-Set ``UPDATE_DASHBOARD_SCREENSHOT=1`` to also write docs/images/dashboard.png (the README's
-picture); the test then lets traffic run for ``DASHBOARD_SCREENSHOT_SECONDS`` (default 90) so
-that the charts have a shape.
+The README's picture is not taken here (this page shows a hostile method name on purpose):
+scripts/dashboard_screenshot.py takes it from a clean demo.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +14,9 @@ import pytest
 
 from sidecar.reporter.core import Reporter
 from tests.conftest import http_get, wait_for
-from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state
+from tests.dashboard.helpers import XSS, DashboardProcess, Traffic, alert_state, kubeconfig
 from tests.fakes.kube_api import pod
 
-DOCS_PNG = Path(__file__).resolve().parents[2] / "docs" / "images" / "dashboard.png"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
@@ -37,17 +32,6 @@ def _count(page: Any, method: str) -> int:
     return int(row.locator("td").nth(1).inner_text().replace(",", ""))
 
 
-def _kubeconfig(path: Path, server: str) -> Path:
-    """A kubeconfig for the fake API server, as `kubectl config view` would write it."""
-    path.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "fake",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
-        "users": [{"name": "fake", "user": {"token": "not-a-secret"}}],
-        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake",
-                                                  "namespace": "oracle"}}]}))
-    return path
-
-
 @pytest.mark.timeout(240)
 def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
         sidecar_factory: Any, fake_kube: Any, tmp_path: Path) -> None:
@@ -59,7 +43,6 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
     """
     from playwright.sync_api import sync_playwright
 
-    update_docs = os.environ.get("UPDATE_DASHBOARD_SCREENSHOT") == "1"
     first_pod = sidecar_factory(socket_path=str(tmp_path / "pod0" / "metrics.sock"), start=False)
     second_pod = sidecar_factory("--host", "127.0.0.2", "--port", str(first_pod.port),
                                  socket_path=str(tmp_path / "pod1" / "metrics.sock"),
@@ -87,10 +70,8 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
          "--selector", "app.kubernetes.io/component=oracle",
          "--alert-state-configmap", "oracle-alerter-state"],
         tmp_path / "dashboard.log",
-        env={"KUBECONFIG": str(_kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
+        env={"KUBECONFIG": str(kubeconfig(tmp_path / "kubeconfig", fake_kube.url))}).start()
     try:
-        if update_docs:
-            time.sleep(float(os.environ.get("DASHBOARD_SCREENSHOT_SECONDS", "90")))
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
@@ -174,9 +155,6 @@ def test_browser_shows_live_pods_refreshes_and_renders_pod_strings_as_text(
                 page.wait_for_timeout(600)
                 page.screenshot(path=str(shot), full_page=True)
                 assert shot.stat().st_size > 20000
-                if update_docs:
-                    DOCS_PNG.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(shot, DOCS_PNG)
             finally:
                 browser.close()
     finally:

@@ -57,14 +57,14 @@ def test_percentiles_by_nearest_rank():
 
 
 def test_exact_counts_per_method_and_code(oracle):
-    """800 calls over 8 equal weights are 100 per method; the failing method's are INTERNAL."""
+    """800 calls over 8 equal weights are 100 per method; the failing method's are Internal."""
     tally = _drive(Plan(target=f"127.0.0.1:{oracle.port}", requests=800, concurrency=8))
     summary = tally.summary("t")
     assert summary["total"] == 800
-    assert summary["by_method"]["GetReading"] == {"INTERNAL": 100}
+    assert summary["by_method"]["GetReading"] == {"Internal": 100}
     for method in METHODS[1:]:
         assert summary["by_method"][method] == {"OK": 100}
-    assert summary["by_code"] == {"INTERNAL": 100, "OK": 700}
+    assert summary["by_code"] == {"Internal": 100, "OK": 700}
     assert summary["errors"] == 100
     assert 0 < summary["latency_ms"]["p50"] <= summary["latency_ms"]["p95"]
 
@@ -89,14 +89,14 @@ def test_duration_stops_sending(oracle):
 
 
 def test_unreachable_target_is_counted_not_crashed(procs):
-    """Calls to a port nobody listens on are UNAVAILABLE in the report; the run still ends 0."""
+    """Calls to a port nobody listens on are Unavailable in the report; the run still ends 0."""
     from tests.demo.helpers import free_port
 
     proc = procs("load", ["load", "--target", f"127.0.0.1:{free_port()}", "--requests", "5",
                           "--timeout", "2", "--json"])
     assert proc.proc.wait(30) == 0
     summary = json.loads(proc.log())
-    assert summary["by_code"] == {"UNAVAILABLE": 5}
+    assert summary["by_code"] == {"Unavailable": 5}
 
 
 def test_cli_json_is_one_object_on_stdout(procs, oracle):
@@ -107,7 +107,7 @@ def test_cli_json_is_one_object_on_stdout(procs, oracle):
     summary = json.loads(proc.log())
     assert {"total", "by_method", "by_code", "latency_ms"} <= set(summary)
     assert summary["total"] == 40
-    assert summary["by_method"] == {"GetReading": {"INTERNAL": 10}, "HealthCheck": {"OK": 30}}
+    assert summary["by_method"] == {"GetReading": {"Internal": 10}, "HealthCheck": {"OK": 30}}
     assert set(summary["latency_ms"]) == {"p50", "p95", "p99", "max", "mean"}
 
 

@@ -24,7 +24,7 @@ def test_sidecar_totals_equal_what_the_client_saw(procs, sidecar):
     assert load.proc.wait(60) == 0, load.log()
     client = json.loads(load.log())
     assert client["total"] == 2000
-    assert client["by_code"]["UNAVAILABLE"] > 0
+    assert client["by_code"]["Unavailable"] > 0
 
     def sidecar_counts() -> dict[str, dict[str, int]] | None:
         counts = handled_by_method(http("GET", url + "/metrics")[1], SERVICE)

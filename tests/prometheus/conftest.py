@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sidecar import protocol
 from tests.conftest import free_port, http_get, wait_for
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -158,8 +159,9 @@ METHODS = ("GetReading", "GetNameReading", "GetQuestionSign", "GetDailyInsight",
 class OracleServer:
     """A grpcio server whose eight Oracle RPCs sleep and answer as each request asks.
 
-    A request is JSON ``{"sleep": SECONDS, "code": "NAME"}``; the answer comes after the sleep,
-    with that status code (OK when absent). The reporter's interceptor counts every call.
+    A request is JSON ``{"sleep": SECONDS, "code": "NAME"}`` (Go's name, ``NotFound``); the
+    answer comes after the sleep, with that status code (OK when absent). The reporter's
+    interceptor counts every call.
     """
 
     server: Any
@@ -167,14 +169,14 @@ class OracleServer:
     channel: Any  # one client channel, shared by the calling threads
 
     def call(self, method: str, sleep: float = 0.0, code: str = "OK") -> str:
-        """Call ``method`` once; the status code name the client saw."""
+        """Call ``method`` once; the status code the client saw, by Go's name."""
         import grpc
 
         request = json.dumps({"sleep": sleep, "code": code}).encode()
         try:
             self.channel.unary_unary(f"/{SERVICE}/{method}")(request, timeout=60)
         except grpc.RpcError as err:
-            return str(err.code().name)
+            return protocol.CODES[err.code().value[0]]
         return "OK"
 
 
@@ -184,7 +186,8 @@ def _handle(request: bytes, context: Any) -> bytes:
     asked = json.loads(request)
     time.sleep(asked.get("sleep", 0.0))
     if asked.get("code", "OK") != "OK":
-        context.abort(getattr(grpc.StatusCode, asked["code"]), "asked for it")
+        number = protocol.CODES.index(asked["code"])
+        context.abort(next(c for c in grpc.StatusCode if c.value[0] == number), "asked for it")
     return b"ok"
 
 

@@ -64,7 +64,12 @@ def test_demo_oracle_methods_are_exported_at_zero_before_any_call(sidecar: Sidec
         assert methods == dict.fromkeys(METHODS, 0.0), family
     buckets = {dict(labels)["le"] for (name, labels), _ in samples.items()
                if name == "grpc_server_handling_seconds_bucket"}
-    assert {"10", "20", "60", "+Inf"} <= buckets  # the P95 > 10 s rule needs these (Go's spelling)
+    assert {"10", "20", "60", "+Inf"} <= buckets  # the P95 > 10 s rule needs these
+    assert {"0.005", "1", "2.5", "5"} <= buckets  # Go's spelling, so le="1" selects it
+    for family in ("grpc_server_msg_received_total", "grpc_server_msg_sent_total"):
+        methods = {dict(labels)["grpc_method"]: value for (name, labels), value in samples.items()
+                   if name == family}
+        assert methods == dict.fromkeys(METHODS, 0.0), family
     assert lint(text) == ""
 
 
@@ -75,7 +80,7 @@ def test_promtool_finds_nothing_on_a_live_exposition_after_traffic(
                    socket_path=sidecar.socket, interval=0.2).start()
     try:
         oracle = oracle_server(rep)
-        plan = [(m, 0.001 * (i % 7), ("OK", "INTERNAL", "NOT_FOUND")[i % 3])
+        plan = [(m, 0.001 * (i % 7), ("OK", "Internal", "NotFound")[i % 3])
                 for i, m in enumerate(METHODS * 4)]
         with ThreadPoolExecutor(8) as pool:
             seen = Counter(zip((m for m, _, _ in plan),
@@ -135,7 +140,7 @@ def test_hostile_method_names_keep_the_exposition_promtool_clean(
         rep.close()
     assert exported() == {**{(SERVICE, m): 1.0 for m in HOSTILE_METHODS},
                           (HOSTILE_SERVICE, "Ok"): 1.0}
-    assert handled_samples(text, SERVICE)[(HOSTILE_METHODS[0], "UNKNOWN")] == 1.0
+    assert handled_samples(text, SERVICE)[(HOSTILE_METHODS[0], "Unknown")] == 1.0
     assert "\n<img" not in text and '\\"Quoted\\"' in text
     assert lint(text) == ""
     # The OpenMetrics rendering parses too, to the same label values.

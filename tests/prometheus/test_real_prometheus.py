@@ -57,15 +57,15 @@ def plan_a() -> list[tuple[str, float, str]]:
         for i in range(n):
             code = "OK"
             if method == "GetReading" and i % 3 == 0:
-                code = "INTERNAL"
+                code = "Internal"
             if method == "GetQuestionSign" and i == 4:
-                code = "NOT_FOUND"
+                code = "NotFound"
             plan.append((method, ((len(plan) * 37) % 23) * 0.01, code))
     return plan
 
 
-PLAN_B = [("GetDailyInsight", 0.003, "OK")] * 10 + [("AnalyzeSession", 0.002, "UNAVAILABLE")] * 2
-PLAN_C = [("GetReading", ((i * 7) % 13) * 0.01, "INTERNAL" if i % 5 == 0 else "OK")
+PLAN_B = [("GetDailyInsight", 0.003, "OK")] * 10 + [("AnalyzeSession", 0.002, "Unavailable")] * 2
+PLAN_C = [("GetReading", ((i * 7) % 13) * 0.01, "Internal" if i % 5 == 0 else "OK")
           for i in range(20)]
 
 
@@ -196,7 +196,7 @@ def test_real_prometheus_agrees_with_the_traffic_through_a_sidecar_kill(
     lint = promtool("check", "metrics", stdin=live_metrics)
     assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
     assert sum(seen.values()) == 83 + 3 + 12 + 20
-    assert seen[("GetReading", "INTERNAL")] == 5 + 4
+    assert seen[("GetReading", "Internal")] == 5 + 4
 
 
 def check_counts(prom: PrometheusServer, seen: Counter[tuple[str, str]], end: float,
@@ -312,7 +312,7 @@ def check_dashboard_expressions(prom: PrometheusServer, end: float, whole: str,
         "all": {"job": ".+", "instance": ".+", "method": ".+", "excluded": "",
                 "__rate_interval": whole},
         "one": {"job": JOB, "instance": f"127.0.0.1:{port}", "method": "GetReading",
-                "excluded": "NOT_FOUND|CANCELLED", "__rate_interval": whole},
+                "excluded": "NotFound|Canceled", "__rate_interval": whole},
     }
     for values in settings.values():
         for title, expr in targets:

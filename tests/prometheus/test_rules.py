@@ -55,10 +55,10 @@ def test_render_script_writes_a_custom_rule_file(tmp_path: Path) -> None:
     out = tmp_path / "my-rules.yaml"
     assert render.main(["-o", str(out), "-f", str(values),
                         "--set", 'prometheusRule.selector=job="oracle"',
-                        "--set", "prometheusRule.excludedCodes={NOT_FOUND,CANCELLED}"]) == 0
+                        "--set", "prometheusRule.excludedCodes={NotFound,Canceled}"]) == 0
     rules = {r["alert"]: r for r in yaml.safe_load(out.read_text())["groups"][0]["rules"]}
     assert 'job="oracle"' in rules["OracleSidecarDown"]["expr"]
-    assert 'grpc_code!~"OK|NOT_FOUND|CANCELLED"' in rules["OracleErrorRateHigh"]["expr"]
+    assert 'grpc_code!~"OK|NotFound|Canceled"' in rules["OracleErrorRateHigh"]["expr"]
     assert "[5m])) > 3\nand\n" in rules["OracleLatencyP95High"]["expr"]
     assert "--set 'prometheusRule.selector=job=\"oracle\"'" in out.read_text()
     assert render.main(["-o", str(out), "--check"]) == 1  # differs from the default render
@@ -113,9 +113,9 @@ def test_unit_tests_cover_every_rule_firing_and_not_firing() -> None:
 
 
 def test_excluded_codes_unit_tests_pass(tmp_path: Path) -> None:
-    """With NOT_FOUND and CANCELLED excluded, those codes count as calls but not as errors."""
+    """With NotFound and Canceled excluded, those codes count as calls but not as errors."""
     (tmp_path / "excluded-codes-rules.yaml").write_text(render.rule_file(
-        {"prometheusRule": {"excludedCodes": ["NOT_FOUND", "CANCELLED"]}}))
+        {"prometheusRule": {"excludedCodes": ["NotFound", "Canceled"]}}))
     shutil.copy(HERE / "excluded-codes.test.yaml", tmp_path)
     result = promtool("test", "rules", "excluded-codes.test.yaml", cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -125,7 +125,7 @@ def test_excluded_codes_unit_tests_pass(tmp_path: Path) -> None:
     {"alerter": {"errorRatePercent": 3}},  # the 4 % RPC would fire
     {"alerter": {"minRequests": 5}},  # the 10-call RPCs would fire
     {"alerter": {"p95Seconds": 20}},  # the 15 s P95 would not
-    {"prometheusRule": {"excludedCodes": ["INTERNAL"]}},  # the INTERNAL errors would not count
+    {"prometheusRule": {"excludedCodes": ["Internal"]}},  # the Internal errors would not count
 ], ids=["lower-error-rate", "fewer-calls", "higher-p95", "internal-excluded"])
 def test_unit_tests_notice_a_changed_threshold(values: dict[str, Any], tmp_path: Path) -> None:
     """The unit tests fail on rules rendered with other thresholds: they pin the real ones."""

@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 import pytest
 
+from sidecar.protocol import CODES
 from tests.conftest import parse_metrics
 from tests.reliability.worker import SERVICE
 
@@ -75,20 +76,30 @@ class Worker:
     """A ``tests.reliability.worker`` gRPC server process, talked to over its stdout."""
 
     def __init__(self, socket_path: str, log_path: Path, *, interval: float = 0.2,
-                 monitoring: bool = True, threads: int = 8) -> None:
-        argv = [sys.executable, "-m", "tests.reliability.worker", "--socket", socket_path,
+                 monitoring: bool = True, threads: int = 8, python: str | None = None) -> None:
+        # With ``python`` (another venv's interpreter) the worker runs as a script outside the
+        # repository, so that it imports that venv's grpcio and installed reporter, not ours.
+        script = ["-m", "tests.reliability.worker"] if python is None else [
+            str(ROOT / "tests" / "reliability" / "worker.py")]
+        argv = [python or sys.executable, *script, "--socket", socket_path,
                 "--interval", str(interval), "--threads", str(threads)]
         if not monitoring:
             argv.append("--no-monitoring")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        if python is not None:
+            env.pop("PYTHONPATH", None)
+            env.pop("VIRTUAL_ENV", None)
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.PIPE, stderr=log,
-                                         env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            self.proc = subprocess.Popen(argv, cwd=ROOT if python is None else log_path.parent,
+                                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                         stderr=log, env=env)
         self.log_path = log_path
         self._buffer = b""
         hello = self._line(20)
         self.port: int = hello["port"]
         self.source: str | None = hello["source"]
+        self.grpc_version: str = hello["grpc"]
+        self.reporter_file: str | None = hello["reporter"]
         self.final: dict[str, Any] | None = None
 
     @property
@@ -155,11 +166,11 @@ def workers(tmp_path: Path) -> Iterator[Callable[..., Worker]]:
 # -- client traffic ------------------------------------------------------------------------------
 
 def call(stub: Callable[..., Any]) -> str:
-    """One unary call; the status code name the client saw."""
+    """One unary call; the status code the client saw, by Go's name (as the sidecar exports it)."""
     try:
         stub(b"", timeout=10)
     except grpc.RpcError as err:
-        return str(err.code().name)
+        return CODES[err.code().value[0]]
     return "OK"
 
 
@@ -170,7 +181,7 @@ class Traffic:
     must equal. Every loop is bounded by ``limit`` seconds even if nobody stops it.
     """
 
-    MIX = ("Ok", "Ok", "Ok", "Ok", "Fail", "Ok", "Ok", "Boom")
+    MIX: tuple[str, ...] = ("Ok", "Ok", "Ok", "Ok", "Fail", "Ok", "Ok", "Boom")
 
     def __init__(self, targets: list[str], threads: int = 2, limit: float = 120.0,
                  pause: float = 0.0) -> None:
@@ -215,7 +226,9 @@ class Traffic:
                     channel = channels[target] = grpc.insecure_channel(target)
                 method = self.MIX[(i // len(self.targets)) % len(self.MIX)]
                 code = call(channel.unary_unary(f"/{SERVICE}/{method}"))
-                if code != "UNAVAILABLE":  # a worker that is gone answered nothing
+                # A worker that is gone answered nothing (Unavailable); one that is stopping
+                # refuses new calls before any handler runs (Canceled): neither counted them.
+                if code not in ("Unavailable", "Canceled"):
                     with self._lock:
                         self.seen[(target, method, code)] += 1
                 i += 1

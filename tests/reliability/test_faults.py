@@ -8,6 +8,7 @@ bounded; every process is stopped by its PID.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,8 +16,10 @@ import stat
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+from sidecar.persist import state_path
 from tests.conftest import SidecarProcess, http_get, http_json, parse_metrics, wait_for
 from tests.reliability.conftest import Monotonic, Traffic, Worker, exported
 
@@ -26,8 +29,11 @@ def wait_exact(sc: SidecarProcess, traffic: Traffic, targets: list[str] | None =
     """Wait until the sidecar exports exactly what the clients saw; return those totals."""
     truth = traffic.totals(targets)
     assert sum(truth.values()) > 0
-    wait_for(lambda: exported(sc.metrics()) == truth, timeout,
-             message=f"exported totals to equal the client's {dict(truth)}")
+    try:
+        wait_for(lambda: exported(sc.metrics()) == truth, timeout,
+                 message=f"exported totals to equal the client's {dict(truth)}")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; exported: {dict(exported(sc.metrics()))}") from None
     return truth
 
 
@@ -39,24 +45,33 @@ def test_sidecar_killed_and_restarted_five_times_during_traffic_exports_exact_to
         sidecar_factory: Any, workers: Any, figures: Any) -> None:
     """kill -9 of the sidecar, five times, two gRPC processes busy: totals exact, monotonic.
 
-    Monotonic even across the restarts: a restarted sidecar holds the RPC series back until
-    every running process has had time to push (``--stale-after``), so a scrape never sees the
-    sum of only some processes (which Prometheus would take for a counter reset).
+    Monotonic even across the restarts: a restarted sidecar reads back its state file and holds
+    the RPC series back until every process it knew has pushed again, so a scrape never sees
+    the sum of only some processes (which Prometheus would take for a counter reset). Each
+    step waits for its condition, so a loaded machine only makes it slower.
     """
     sc: SidecarProcess = sidecar_factory("--stale-after", "1")
     procs = [workers(sc.socket), workers(sc.socket)]
+    ids = {w.source for w in procs}
     recoveries = []
     with Monotonic(lambda: sc.url) as mono, Traffic([w.target for w in procs]) as traffic:
-        time.sleep(1.0)
+        wait_for(lambda: {s["id"] for s in json.loads(
+            Path(state_path(sc.socket)).read_text())["sources"]} == ids, 10,
+            message="the state file to know both gRPC processes")
         for _ in range(5):
+            errors = [w.stats()["send_errors"] for w in procs]
             assert sc.kill() == -signal.SIGKILL
-            time.sleep(0.3)  # nobody listens: pushes fail and are counted
+            wait_for(lambda e=errors: all(w.stats()["send_errors"] > n
+                                          for w, n in zip(procs, e, strict=True)), 10,
+                     message="both processes to count a push nobody received")
             t0 = time.monotonic()
             sc.start()  # same port, same socket path: replaces the stale socket
-            wait_for(lambda: len({k[0] for k in exported(sc.metrics())}) == 3, 10,
+            wait_for(lambda: len({k[0] for k in exported(sc.metrics())}) == 3, 15,
                      message="the restarted sidecar to hear from the gRPC processes")
             recoveries.append(time.monotonic() - t0)
-            time.sleep(0.7)
+            served = sum(exported(sc.metrics()).values())
+            wait_for(lambda s=served: sum(exported(sc.metrics()).values()) > s, 15,
+                     message="traffic counted through the restarted sidecar")
     truth = wait_exact(sc, traffic)
     assert mono.decreases == [], mono.decreases[:5]
     stats = [w.stats() for w in procs]

@@ -176,7 +176,7 @@ def test_no_accepted_name_can_break_either_exposition_format(methods: list[str],
         hist = [0] * (len(protocol.DEFAULT_BUCKETS) + 1)
         hist[3] = i + 1
         body.append({"service": methods[-1], "method": method, "type": "unary",
-                     "started": i + 1, "codes": {"INTERNAL": i + 1}, "hist": hist,
+                     "started": i + 1, "codes": {"Internal": i + 1}, "hist": hist,
                      "sum": 0.03 * (i + 1), "exceptions": {exception: i + 1}})
     assert store.ingest(message(body)[0]) is None
     now[0] += store.stale_after  # past the settling of a sidecar that met a running process
@@ -189,7 +189,7 @@ def test_no_accepted_name_can_break_either_exposition_format(methods: list[str],
         exceptions: dict[str, float] = {}
         for family in parse(text):
             for s in family.samples:
-                if s.name == "grpc_server_handled_total" and s.labels["grpc_code"] == "INTERNAL":
+                if s.name == "grpc_server_handled_total" and s.labels["grpc_code"] == "Internal":
                     assert s.labels["grpc_service"] == methods[-1]
                     got[s.labels["grpc_method"]] = s.value
                 if s.name == "oracle_sidecar_rpc_exceptions_total":

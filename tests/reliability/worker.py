@@ -5,7 +5,8 @@ It serves ``/rel.Worker/Ok`` (answers), ``/rel.Worker/Fail`` (aborts NOT_FOUND) 
 ``/rel.Worker/Boom`` (raises ValueError) on 127.0.0.1, and talks on stdout, one JSON object per
 line:
 
-- at start: ``{"port": N, "pid": N, "source": "<reporter source id>"}``;
+- at start: ``{"port": N, "pid": N, "grpc": "<grpcio version>", "source": "<reporter source
+  id>", "reporter": "<the reporter module's file>"}``;
 - on SIGUSR1: ``{"stats": {...}}``, the reporter's own counters at that moment;
 - on SIGTERM or SIGINT: stops the server (in-flight RPCs finish), closes the reporter (its final
   snapshot is sent) and prints ``{"stats": {...}, "final": true}``, then exits 0.
@@ -90,8 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_stop)
     signal.signal(signal.SIGINT, on_stop)
     signal.signal(signal.SIGUSR1, on_usr1)
-    _say({"port": port, "pid": os.getpid(),
-          "source": reporter.source_id if reporter is not None else None})
+    _say({"port": port, "pid": os.getpid(), "grpc": grpc.__version__,
+          "source": reporter.source_id if reporter is not None else None,
+          "reporter": sys.modules[type(reporter).__module__].__file__ if reporter else None})
     while not stop.wait(0.5):
         pass
     server.stop(2.0).wait()

@@ -50,7 +50,7 @@ def test_sixteen_threads_are_counted_exactly_by_a_real_sidecar(sidecar: SidecarP
             series = rep.series("/load.Service/Work")
             assert series is not None
             series.started += 1
-            rep.observe(series, 0.001 * (i % 7), "OK" if i % 10 else "INTERNAL")
+            rep.observe(series, 0.001 * (i % 7), "OK" if i % 10 else "Internal")
 
     threads = [threading.Thread(target=work) for _ in range(16)]
     for t in threads:
@@ -61,7 +61,7 @@ def test_sixteen_threads_are_counted_exactly_by_a_real_sidecar(sidecar: SidecarP
 
     def totals() -> tuple[float, float]:
         samples = parse_metrics(sidecar.metrics())
-        return handled(samples, "Work", "OK"), handled(samples, "Work", "INTERNAL")
+        return handled(samples, "Work", "OK"), handled(samples, "Work", "Internal")
 
     wait_for(lambda: totals() == (1_440_000, 160_000), 10, message="exact totals")
     samples = parse_metrics(sidecar.metrics())
@@ -147,7 +147,7 @@ def test_health_callback_failures_report_degraded(receiver: socket.socket) -> No
 
 
 def test_track_rpc_counts_blocks_and_functions_and_reraises(receiver: socket.socket) -> None:
-    """track_rpc as decorator and context manager; an escaping exception is UNKNOWN + type."""
+    """track_rpc as decorator and context manager; an escaping exception is Unknown + type."""
     from sidecar import reporter as monitoring
 
     rep = monitoring.start("jobs", socket_path=receiver.getsockname(), interval=60)
@@ -168,7 +168,7 @@ def test_track_rpc_counts_blocks_and_functions_and_reraises(receiver: socket.soc
         rep.flush()
         rows = {r.method: r for r in receive_one(receiver).rows}
         assert rows["Nightly"].service == "Batch"
-        assert rows["Nightly"].codes == {"OK": 1, "UNKNOWN": 1}
+        assert rows["Nightly"].codes == {"OK": 1, "Unknown": 1}
         assert rows["Nightly"].exceptions == {"KeyError": 1}
         assert rows["Cleanup"].service == "jobs" and rows["Cleanup"].codes == {"OK": 1}
     finally:

@@ -13,7 +13,7 @@
   const DASH = "—";
 
   const state = {
-    window: "1m",
+    window: windowFromUrl(),
     paused: false,
     refresh: 5,
     timer: null,
@@ -58,6 +58,28 @@
   }
 
   const $ = (id) => document.getElementById(id);
+
+  // -- the window: one per view, kept in the URL (?window=5m) -------------------------------
+
+  /** The window the URL names, or the default one minute. */
+  function windowFromUrl() {
+    const asked = new URLSearchParams(window.location.search).get("window");
+    return Object.prototype.hasOwnProperty.call(WINDOW_NAMES, asked) ? asked : "1m";
+  }
+
+  /** Put the chosen window in the address bar, so a reload or a shared link shows it. */
+  function windowToUrl(name) {
+    const url = new URL(window.location.href);
+    if (name === "1m") url.searchParams.delete("window");
+    else url.searchParams.set("window", name);
+    window.history.replaceState(null, "", url.pathname + url.search + url.hash);
+  }
+
+  /** How the summed percentiles were made, in words for the page. */
+  function percentileNote(summed) {
+    return summed.percentiles === "merged" ? "all pods' calls merged"
+                                           : "highest pod (percentiles cannot be added)";
+  }
 
   // -- formatting ----------------------------------------------------------------------------
 
@@ -123,11 +145,21 @@
 
   const rpcName = (row) => `${row.service}/${row.method}`;
 
-  /** "pkg.Service/Method" as a bold method over a muted service, like the RPC tables. */
+  /**
+   * An RPC as a bold method over a muted service. Long names are cut with an ellipsis so that
+   * no table grows past the screen; the full name shows on hover (title) and on keyboard focus.
+   */
+  function rpcLabel(method, service) {
+    const full = service ? `${service}/${method}` : method;
+    return h("span", { class: "rpc-name", title: full, tabindex: "0" },
+      h("span", { class: "method" }, method),
+      service ? h("span", { class: "service" }, service) : null);
+  }
+
+  /** "pkg.Service/Method" as :func:`rpcLabel` shows it. */
   function splitRpc(text) {
     const cut = text.lastIndexOf("/");
-    return [h("span", { class: "method" }, cut < 0 ? text : text.slice(cut + 1)),
-            cut < 0 ? null : h("span", { class: "service" }, text.slice(0, cut))];
+    return cut < 0 ? rpcLabel(text, "") : rpcLabel(text.slice(cut + 1), text.slice(0, cut));
   }
 
   // -- fetching ------------------------------------------------------------------------------
@@ -168,6 +200,7 @@
       state.lastOk = Date.now();
       state.failing = null;
       renderStatus();
+      renderBanners(); // with the status they come from, not after the charts' fetch
       const key = `pod=${encodeURIComponent($("chart-pod").value)}` +
                   `&rpc=${encodeURIComponent($("chart-rpc").value)}`;
       if (key !== state.historyKey || Date.now() - state.historyAt >= HISTORY_EVERY_MS) {
@@ -181,8 +214,8 @@
         } catch (err) {
           state.historyError = String(err.message || err);
         }
-        renderCharts();
       }
+      renderCharts(); // the headlines follow every status, so they agree with the cards
     } catch (err) {
       state.failing = String(err.message || err);
     } finally {
@@ -264,8 +297,10 @@
       tile("Requests", fmtRate(total.rate_per_second), "",
            `${fmtCount(total.count)} in ${WINDOW_NAMES[state.window]}`),
       tile("Errors", fmtPct(total.error_rate_percent), errClass(total.error_rate_percent),
-           `${fmtCount(total.errors)} failed`),
-      tile("p95 latency", fmtMs(total.p95_ms), latClass(total.p95_ms), "highest pod"),
+           `${fmtCount(total.errors)} failed in ${WINDOW_NAMES[state.window]}`),
+      tile("p95 latency", fmtMs(total.p95_ms), latClass(total.p95_ms),
+           `${WINDOW_NAMES[state.window]} · ${status.summed.percentiles === "merged"
+             ? "all pods merged" : "highest pod"}`),
       tile("Open alerts", status.alerts.readable ? String(open.length) : DASH,
            !status.alerts.readable ? "" : open.length ? (critical ? "bad" : "warn") : "good",
            status.alerts.readable ? (critical ? "critical open" : "from the alerter")
@@ -356,7 +391,7 @@
   function rpcTable(rows, totals, summed) {
     const head = h("tr", {}, h("th", { scope: "col" }, "RPC"),
       COLUMNS.map(([label, , , align]) => {
-        const pct = summed && /^p\d/.test(label);
+        const pct = summed === "highest pod" && /^p\d/.test(label);
         return h("th", { scope: "col", class: align || "num",
                          title: pct ? "highest pod: percentiles cannot be added" : null },
                  pct ? `${label} ▴` : label);
@@ -368,8 +403,7 @@
         h("td", { class: `${align || "num"} ${cls ? cls(row) : ""}` }, text(row))),
       summed ? h("td", { class: "num" }, String(row.pods)) : null);
     const body = rows.length
-      ? rows.map((row) => line(row, [h("span", { class: "method" }, row.method),
-                                     h("span", { class: "service" }, row.service)]))
+      ? rows.map((row) => line(row, rpcLabel(row.method, row.service)))
       : [h("tr", {}, h("td", { class: "empty", colspan: COLUMNS.length + (summed ? 2 : 1) },
                        "No RPCs in this window."))];
     return h("div", { class: "table-wrap" },
@@ -405,14 +439,15 @@
     const w = WINDOW_NAMES[state.window];
     $("rpcs-note").textContent =
       `${w} window · summed over ${summed.pods_counted} pod${summed.pods_counted === 1 ? "" : "s"}` +
-      " · ▴ = highest pod (percentiles cannot be added)";
+      ` · percentiles: ${percentileNote(summed)}` +
+      (summed.percentiles === "merged" ? "" : " ▴");
     const frag = document.createDocumentFragment();
     const keep = new Set(["summed"]);
     const all = block("summed", frag);
     all.summaryText.replaceChildren(h("strong", {}, "All pods"),
       h("span", { class: "muted" }, ` · ${summed.rpcs.length} RPCs · ` +
         `${fmtRate(summed.totals.rate_per_second)} · ${fmtPct(summed.totals.error_rate_percent)} errors`));
-    all.body.replaceChildren(rpcTable(summed.rpcs, summed.totals, true));
+    all.body.replaceChildren(rpcTable(summed.rpcs, summed.totals, summed.percentiles));
     for (const pod of status.pods) {
       const key = `pod:${pod.name}`;
       keep.add(key);
@@ -455,7 +490,20 @@
     return 10 * power;
   }
 
-  function drawChart(spec, points, now) {
+  /** The window's figures for the charts' pod and RPC: what the cards and tables say too. */
+  function chartScopeRow() {
+    const status = state.status;
+    if (!status) return null;
+    const pod = $("chart-pod").value;
+    const rpc = $("chart-rpc").value;
+    const pick = (w) => (!w ? null : rpc ? w.rpcs.find((r) => rpcName(r) === rpc) || null
+                                          : w.totals);
+    if (!pod) return pick(status.summed);
+    const found = status.pods.find((p) => p.name === pod);
+    return found ? pick(found.window) : null;
+  }
+
+  function drawChart(spec, points, now, figures) {
     const W = 600;
     const H = 140;
     const values = points.map((p) => p[spec.key]);
@@ -501,12 +549,15 @@
                                    "vector-effect": "non-scaling-stroke" }));
       }
     }
-    const latest = [...points].reverse().find((p) => isNum(p[spec.key]));
+    // The headline is the window's figure (the cards' and tables'), not the latest point's;
+    // hovering shows a point's own value.
+    const headline = figures ? spec.fmt(figures[spec.key]) : DASH;
     const minutes = Math.round((now - start) / 60);
     const span = minutes >= 60 ? "last hour" : `last ${Math.max(minutes, 1)} min`;
-    const readout = h("span", { class: "chart-value" },
-      latest ? spec.fmt(latest[spec.key]) : DASH);
-    const middle = h("span", {}, latest ? span : "no data yet");
+    const over = `${WINDOW_NAMES[state.window]} window`;
+    const readout = h("span", { class: "chart-value", title: `over the ${over}` }, headline);
+    const caption = h("span", { class: "chart-window muted" }, over);
+    const middle = h("span", {}, known.length ? span : "no data yet");
     chart.addEventListener("mousemove", (event) => {
       const box = chart.getBoundingClientRect();
       const t = start + ((event.clientX - box.left) / box.width) * (now - start);
@@ -516,15 +567,17 @@
       }
       if (best) {
         readout.textContent = spec.fmt(best[spec.key]);
+        caption.textContent = `at ${fmtClock(best.time)}`;
         middle.textContent = `at ${fmtClock(best.time)}`;
       }
     });
     chart.addEventListener("mouseleave", () => {
-      readout.textContent = latest ? spec.fmt(latest[spec.key]) : DASH;
-      middle.textContent = latest ? span : "no data yet";
+      readout.textContent = headline;
+      caption.textContent = over;
+      middle.textContent = known.length ? span : "no data yet";
     });
     return h("figure", { class: "chart" },
-      h("figcaption", {}, h("span", { class: "chart-title" }, spec.title), readout),
+      h("figcaption", {}, h("span", { class: "chart-title" }, spec.title), caption, readout),
       h("div", { class: "chart-box" },
         h("span", { class: "y-max" }, spec.fmt(top)),
         chart),
@@ -547,17 +600,30 @@
       return;
     }
     const now = history.time;
-    box.replaceChildren(...CHARTS.map((spec) => drawChart(spec, history.series, now)));
+    const current = chartScopeRow();
+    box.replaceChildren(...CHARTS.map((spec) => drawChart(spec, history.series, now, current)));
     const failed = history.pods.filter((p) => p.error);
     const scope = `${history.pod || "all pods"} · ${history.rpc || "all RPCs"}`;
     $("charts-note").textContent = failed.length
       ? `${scope} · without ${failed.map((p) => p.name).join(", ")} (no history from ${
           failed.length === 1 ? "it" : "them"})`
-      : `${scope} · p95 is the highest pod's`;
+      : `${scope} · headline: ${WINDOW_NAMES[state.window]} window · line: ` +
+        "each interval of the last hour";
     if (state.historyError) $("charts-note").textContent += ` · last update failed: ${state.historyError}`;
   }
 
   // -- alerts --------------------------------------------------------------------------------
+
+  /** What happened to the alert's last message: sent to Telegram, or only logged. */
+  function lastSent(a) {
+    if (!isNum(a.last_sent)) return "not sent";
+    if (a.sent_via === "log") {
+      return h("span", { class: "logged", title: "No Telegram bot token was configured: the " +
+                         "alerter wrote the message to its log and sent nothing." },
+               `logged only, not sent · ${fmtWhen(a.last_sent)}`);
+    }
+    return fmtWhen(a.last_sent);
+  }
 
   function renderAlerts(alerts) {
     const box = $("alerts");
@@ -577,11 +643,13 @@
       h("td", {}, badge(a.open ? a.severity || "?" : "resolved",
                         !a.open ? "muted" : a.severity === "CRITICAL" ? "bad" : "warn")),
       h("td", {}, a.kind || DASH),
-      h("td", {}, a.target || DASH),
+      h("td", { class: "target" }, a.target
+        ? h("span", { class: "clip", title: a.target, tabindex: "0" }, a.target) : DASH),
       h("td", { class: "rpc" }, a.rpc ? splitRpc(a.rpc) : DASH),
       h("td", {}, fmtWhen(a.opened)),
-      h("td", {}, fmtWhen(a.last_sent)),
-      h("td", {}, a.cooldown_until && a.cooldown_until > Date.now() / 1000
+      h("td", {}, lastSent(a)),
+      // A cooldown only matters while the alert is open: a resolved one has none to wait for.
+      h("td", {}, a.open && isNum(a.cooldown_until) && a.cooldown_until > Date.now() / 1000
         ? fmtWhen(a.cooldown_until) : DASH),
       h("td", { class: "summary" }, a.summary || "")));
     box.replaceChildren(
@@ -614,6 +682,7 @@
 
   function setWindow(name) {
     state.window = name;
+    windowToUrl(name);
     for (const button of document.querySelectorAll("[data-window]")) {
       button.setAttribute("aria-pressed", String(button.dataset.window === name));
     }
@@ -638,6 +707,7 @@
   function start() {
     for (const button of document.querySelectorAll("[data-window]")) {
       button.addEventListener("click", () => setWindow(button.dataset.window));
+      button.setAttribute("aria-pressed", String(button.dataset.window === state.window));
     }
     $("pause").addEventListener("click", togglePause);
     document.addEventListener("keydown", (event) => {

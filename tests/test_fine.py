@@ -1,0 +1,243 @@
+"""The fine histogram: its bounds, its wire form, its arithmetic and its 2 % guarantee."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from bisect import bisect_left
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sidecar import fine, protocol
+from sidecar.reporter.core import Reporter
+from sidecar.stats import Totals, add_all, complete_fine
+from sidecar.store import Store
+
+CLASSIC = protocol.DEFAULT_BUCKETS
+
+
+def nearest_rank(values: list[float], q: float) -> float:
+    """The exact q quantile: the smallest value with at least q of all values at or under it."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(round(q * len(ordered), 9))) - 1]
+
+
+def histogram(values: list[float]) -> tuple[list[int], object]:
+    """(dense fine counts, sparse pairs) of ``values``, recorded as the reporter does."""
+    bounds = fine.bounds(CLASSIC)
+    assert bounds is not None
+    dense = [0] * (len(bounds) + 1)
+    for v in values:
+        dense[bisect_left(bounds, v)] += 1
+    return dense, fine.sparse(dense)
+
+
+def test_schema_1_bounds_refine_every_classic_bound_in_steps_of_at_most_2_percent() -> None:
+    """685 finite bounds from 100 µs to 60 s; every classic bound is one; no step above 1.02."""
+    bounds = fine.bounds(CLASSIC)
+    assert bounds is not None and len(bounds) == 685
+    assert bounds[0] == fine.FLOOR and bounds[-1] == 60.0
+    assert set(CLASSIC) <= set(bounds)
+    assert max(b / a for a, b in pairwise(bounds)) <= fine.RATIO
+    # The documented step counts (docs/protocol.md) follow from the formula.
+    anchors = (fine.FLOOR, *CLASSIC)
+    steps = [bisect_left(bounds, hi) - bisect_left(bounds, lo)
+             for lo, hi in pairwise(anchors)]
+    assert steps == [198, 36, 47, 36, 36, 47, 36, 36, 47, 36, 36, 36, 21, 36]
+
+
+def test_classic_counts_are_exact_sums_of_fine_counts() -> None:
+    """Folding fine counts gives exactly the counts a classic bisect would have made."""
+    rng = random.Random(3)
+    values = [rng.lognormvariate(math.log(0.05), 2.5) for _ in range(20_000)] + [
+        *CLASSIC, 0.0, 1e-9, 1e6]  # every edge exactly, and both ends
+    classic = [0] * (len(CLASSIC) + 1)
+    for v in values:
+        classic[bisect_left(CLASSIC, v)] += 1
+    assert fine.fold_classic(histogram(values)[1], CLASSIC) == classic
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_percentiles_are_within_2_percent_of_the_exact_nearest_rank(seed: int) -> None:
+    """Any mix of distributions and call counts, 100 µs to 60 s: p50/p95/p99 within 2 %."""
+    rng = random.Random(seed)
+    n = rng.choice([1, 2, 7, 20, 101, 1000, 5000])
+    shapes = [lambda: rng.uniform(0.12, 0.18), lambda: rng.lognormvariate(math.log(0.4), 0.8),
+              lambda: rng.uniform(0.0001, 0.005), lambda: rng.choice([0.0101, 9.99, 10.01]),
+              lambda: min(60.0, 0.01 * rng.paretovariate(0.7)),
+              lambda: 10 ** rng.uniform(-4, math.log10(60))]
+    values = [rng.choice(shapes)() for _ in range(n)]
+    _, pairs = histogram(values)
+    bounds = fine.bounds(CLASSIC)
+    assert bounds is not None
+    for q in (0.5, 0.9, 0.95, 0.99, 0.999, 1.0):
+        exact = nearest_rank(values, q)
+        estimate = fine.quantile(q, pairs, bounds, max(values))
+        assert abs(estimate - exact) <= 0.02 * exact, (q, estimate, exact)
+
+
+def test_quantile_of_nothing_is_nan_and_the_inf_bucket_ends_at_the_largest() -> None:
+    """No calls: NaN. Calls above 60 s: between 60 s and the largest duration seen."""
+    bounds = fine.bounds(CLASSIC)
+    assert bounds is not None
+    assert math.isnan(fine.quantile(0.5, fine.sparse([]), bounds))
+    _, pairs = histogram([61.0, 90.0, 120.0])
+    assert 60.0 < fine.quantile(0.99, pairs, bounds, 120.0) <= 120.0
+
+
+def test_runs_round_trip_and_stay_compact() -> None:
+    """Dense -> runs -> sparse is lossless; a contiguous span costs one index, not one per count."""
+    dense = [0] * 686
+    for i, n in ((3, 1), (4, 2), (6, 5), (300, 7), (685, 1)):
+        dense[i] = n
+    runs = fine.runs(dense)
+    assert runs == [[3, 1, 2, 0, 5], [300, 7], [685, 1]]
+    assert list(fine.from_runs(runs, 686, "runs")) == list(fine.sparse(dense))
+    assert fine.to_json(fine.sparse(dense)) == {"schema": 1, "runs": runs}
+
+
+def test_sums_and_differences_are_exact() -> None:
+    """Adding two processes' counts and subtracting an earlier moment give exact counts."""
+    rng = random.Random(5)
+    a = [rng.uniform(0.001, 2) for _ in range(3000)]
+    b = [rng.uniform(0.1, 0.2) for _ in range(2000)]
+    dense_a, pa = histogram(a)
+    dense_b, pb = histogram(b)
+    both = fine.combine(pa, pb)
+    assert list(both) == list(fine.sparse([x + y for x, y in zip(dense_a, dense_b, strict=True)]))
+    assert list(fine.combine(both, pb, -1)) == list(pa)
+    assert list(fine.combine(both, both, -1)) == []
+
+
+def _message(rows: list[dict[str, object]], source: str = "s1") -> bytes:
+    (datagram,) = protocol.encode(
+        source={"id": source, "pid": 1, "started": 1.0}, seq=1, time=2.0, buckets=CLASSIC,
+        rows=rows, health="healthy", checks={}, reporter={})
+    return datagram
+
+
+def _row(**extra: object) -> dict[str, object]:
+    hist = [0] * 15
+    hist[5] = 3  # three calls in (0.1, 0.25]
+    return {"service": "S", "method": "M", "started": 3, "codes": {"OK": 3}, "hist": hist,
+            "sum": 0.45, "max": 0.2, **extra}
+
+
+def test_decoder_checks_fine_counts_against_the_classic_ones() -> None:
+    """Fine counts that do not add up to hist, or malformed runs, are rejected with the reason."""
+    bounds = fine.bounds(CLASSIC)
+    assert bounds is not None
+    i = bisect_left(bounds, 0.15)
+    good = protocol.decode(_message([_row(fine={"schema": 1, "runs": [[i, 3]]})]))
+    assert list(good.rows[0].fine or []) == [i, 3]
+    for bad, words in (
+            ({"schema": 1, "runs": [[i, 2]]}, "add up to"),
+            ({"schema": 1, "runs": [[i + 40, 3]]}, "add up to"),
+            ({"schema": 1, "runs": [[i, 2], [i, 1]]}, "increasing order"),
+            ({"schema": 1, "runs": [[700, 3]]}, "stay below 686"),
+            ({"schema": 1, "runs": [[i, -3]]}, "a count is 0 to"),
+            ({"schema": 1, "runs": [[i, 2**63]]}, "a count is 0 to"),
+            ({"schema": 1, "runs": [[i]]}, "first index, count"),
+            ({"schema": True, "runs": []}, '"schema": 1'),
+            ({"runs": []}, '"schema": 1')):
+        with pytest.raises(protocol.ProtocolError) as err:
+            protocol.decode(_message([_row(fine=bad)]))
+        assert err.value.reason == "bad_field" and words in err.value.detail, bad
+
+
+def test_old_reporters_and_unknown_schemas_still_count_with_classic_percentiles() -> None:
+    """A row without fine counts, or with a schema this sidecar does not know, is applied."""
+    store = Store()
+    assert store.ingest(_message([_row()])) is None
+    assert store.ingest(_message([_row(fine={"schema": 9, "data": "x"}, method="N")],
+                                  "s2")) is None is None
+    totals = store.totals()
+    assert all(t.fine is None and t.handled == 3 for t in totals.values())
+
+
+def test_a_sum_with_calls_of_an_older_reporter_falls_back_to_classic_but_its_windows_need_not(
+        ) -> None:
+    """Mixed processes: fine counts are used only where they account for every call.
+
+    An older reporter's totals (no fine counts) plus a newer one's: not complete, so the
+    classic buckets answer. A window in which only the newer one had calls: complete again.
+    """
+    old = Totals(hist=(2,) + (0,) * 14, codes={"OK": 2})
+    new_before = Totals(hist=(1,) + (0,) * 14, codes={"OK": 1}, fine=fine.sparse([0, 1]))
+    new_now = Totals(hist=(4,) + (0,) * 14, codes={"OK": 4}, fine=fine.sparse([0, 1, 0, 3]))
+    assert complete_fine(old + new_now) is None
+    window = (old + new_now) - (old + new_before)
+    assert list(complete_fine(window) or []) == [3, 3]
+    assert list(complete_fine(add_all([old, new_now]) - add_all([old, new_before])) or []) \
+        == [3, 3]
+    assert list(((new_now + new_now) - new_now).fine or []) == [1, 1, 3, 3]
+    assert (Totals() + old).fine is None
+
+
+def test_reporter_push_carries_fine_runs_and_exact_classic_counts() -> None:
+    """The reporter's rows: classic hist as before, fine runs that fold back into it."""
+    rep = Reporter("S", socket_path="/nonexistent/socket")
+    series = rep.series("/S/M")
+    assert series is not None
+    rng = random.Random(9)
+    values = [rng.uniform(0.002, 30.0) for _ in range(500)]
+    for v in values:
+        rep.observe(series, v)
+    (row,) = rep.rows()
+    classic = [0] * 15
+    for v in values:
+        classic[bisect_left(CLASSIC, v)] += 1
+    assert row["hist"] == classic
+    pairs = fine.from_runs(row["fine"]["runs"], 686, "runs")
+    assert fine.fold_classic(pairs, CLASSIC) == classic
+    # The whole message is what the sidecar accepts.
+    decoded = protocol.decode(_message(json.loads(json.dumps([row]))))
+    assert decoded.rows[0].hist == tuple(classic)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(
+    st.lists(st.lists(st.one_of(st.integers(-3, 700), st.integers(2**62, 2**65)), max_size=6),
+             max_size=5),
+    st.lists(st.one_of(st.integers(), st.text(max_size=3), st.none(), st.floats()), max_size=4),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
+    st.text(max_size=5), st.none()))
+def test_any_fine_field_is_accepted_consistently_or_rejected_as_bad_field(runs: Any) -> None:
+    """Whatever the runs hold: decoded counts that fold exactly into hist, or bad_field."""
+    hist = [0] * 15
+    try:
+        pairs = fine.from_runs(runs, 686, "runs")
+        hist = fine.fold_classic(pairs, CLASSIC)
+    except ValueError:
+        pass
+    row = _row(fine={"schema": 1, "runs": runs})
+    row["hist"] = hist
+    row["started"] = row["codes"]["OK"] = sum(hist)  # type: ignore[index]
+    try:
+        decoded = protocol.decode(_message([row]))
+    except protocol.ProtocolError as err:
+        assert err.reason == "bad_field", err
+        return
+    (got,) = decoded.rows
+    assert got.fine is not None and fine.fold_classic(got.fine, CLASSIC) == list(got.hist)
+    assert all(n > 0 for n in got.fine[1::2]) and list(got.fine[0::2]) == sorted(
+        set(got.fine[0::2]))
+
+
+def test_the_protocol_doc_example_is_what_the_reporter_sends() -> None:
+    """docs/protocol.md's fine example: seven calls, recorded and folded as documented."""
+    rep = Reporter("nps.oracle.OracleService", socket_path="/nonexistent/socket")
+    series = rep.series("/nps.oracle.OracleService/GetReading")
+    assert series is not None
+    for seconds in (0.121, 0.1215, 0.125, 0.150, 0.1502, 0.151, 0.179):
+        rep.observe(series, seconds)
+    (row,) = rep.rows()
+    assert row["fine"] == {"schema": 1, "runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
+    assert '"runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]' in doc
