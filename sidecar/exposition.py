@@ -108,7 +108,9 @@ class _Format:
         """
         self.bounds = bounds
         self.series.clear()
-        les = [self.float(b) for b in bounds] + ["+Inf"]
+        # ``le`` as Go's text format spells it in both formats: what Prometheus stores from a
+        # Go server (promhttp serves text unless told otherwise), so le="1" selects ours too.
+        les = [go_float(b) for b in bounds] + ["+Inf"]
         self._handled = {
             small: "".join(f'grpc_server_handled_total{{grpc_code="{code}",\0}} '
                            f"%s{'.0' if small and self.om else ''}\n" for code in protocol.CODES)

@@ -8,7 +8,8 @@ format (OpenMetrics drops a counter's ``_total`` and an info's ``_info`` from th
 Numbers: the text format writes every value as client_golang's ``writeFloat`` does
 (``strconv.FormatFloat(v, 'g', -1, 64)``: ``1``, ``0.005``, ``1e+06``, ``+Inf``); OpenMetrics
 writes floats as ``writeOpenMetricsFloat`` does (a ``.0`` added when the number has neither a
-``.`` nor an exponent: ``1.0``, ``5.0``) and histogram counts as integers (``writeUint``).
+``.`` nor an exponent: ``1.0``, ``5.0``) and histogram counts as integers (``writeUint``). The
+sidecar spells ``le`` as the text format does in both formats (see sidecar.exposition).
 
 Policies: no exemplars, and no ``_created`` samples (the sidecar sums processes that started at
 different times and survives their restarts, so no single creation time is true; client_golang's

@@ -108,7 +108,8 @@ def test_process_figures_are_prometheus_clients_names_types_and_help() -> None:
 
 
 def test_openmetrics_has_one_eof_no_created_samples_and_no_exemplars() -> None:
-    """The stated policies: ``# EOF`` once at the end, no ``_created``, no exemplars."""
+    """The stated policies: ``# EOF`` once at the end, no ``_created``, no exemplars, and
+    ``le`` spelled as in the text format."""
     store, _ = store_with(busy_rows(3))
     body = Exposition(store).metrics(OPENMETRICS)[0].decode()
     assert body.endswith("\n# EOF\n") and body.count("# EOF") == 1
@@ -116,6 +117,7 @@ def test_openmetrics_has_one_eof_no_created_samples_and_no_exemplars() -> None:
     assert samples and not [s for s in samples if s.name.endswith("_created")]
     assert all(s.exemplar is None for s in samples)
     assert "# TYPE grpc_server_started counter\n" in body  # _total dropped from the family
+    assert ',le="1"} ' in body and ',le="1.0"}' not in body  # le as Go servers' text has it
     assert "_created" not in Exposition(store).metrics("text/plain")[0].decode()
 
 
