@@ -81,9 +81,15 @@ class _RpcCollector:
         for reason, n in store.rejected.items():
             rejected.add_metric([reason], n)
         yield rejected
+        rows = CounterMetricFamily("oracle_sidecar_rows_rejected_total",
+                                   "Rows of accepted datagrams skipped, by reason.",
+                                   labels=["reason"])
+        for reason, n in store.rows_rejected.items():
+            rows.add_metric([reason], n)
+        yield rows
         dropped, errors, overflow = store.reporter_counts()
         yield CounterMetricFamily("oracle_sidecar_reporter_dropped_total",
-                                  "Snapshots the reporters could not deliver.", value=dropped)
+                                  "Datagrams the reporters gave up.", value=dropped)
         yield CounterMetricFamily("oracle_sidecar_reporter_send_errors_total",
                                   "Reporter sends that failed for a reason other than a full "
                                   "queue (no sidecar, bad path).", value=errors)

@@ -97,11 +97,11 @@ class Procs:
 
     def start(self, args: list[str], name: str, stdin: int | IO[Any] | None = subprocess.DEVNULL,
               stdout: int | IO[Any] | None = subprocess.DEVNULL, cpu: int | None = None,
-              env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+              env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.Popen[bytes]:
         """Start ``args`` with stderr to a log file in the temp dir; pin it to ``cpu`` if given."""
         log_path = self.dir / f"{name}-{len(self.children)}.log"
         with open(log_path, "wb") as log:
-            child = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=log, cwd=ROOT,
+            child = subprocess.Popen(args, stdin=stdin, stdout=stdout, stderr=log, cwd=cwd,
                                      env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})})
         self.children.append(child)
         self._logs[child.pid] = log_path

@@ -1,4 +1,4 @@
-"""Benchmark 9: /metrics rendering (issue 15): the writer against prometheus-client and Go.
+"""Benchmark 10: /metrics rendering (issue 15): the writer against prometheus-client and Go.
 
 - Render after a push, in process: the same store, fed a snapshot in which every method
   changed, rendered by the sidecar's writer (sidecar.promtext, incremental) and by
@@ -203,7 +203,7 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
     stall = max(plain["cpu"]) * 1000
     section = Section(
         key="render",
-        title="9. /metrics rendering: the writer, prometheus-client and Go",
+        title="10. /metrics rendering: the writer, prometheus-client and Go",
         intro=("The same store rendered by the sidecar's writer (sidecar/promtext.py, per-series "
                "incremental) and by prometheus-client's `generate_latest` over the collectors "
                "the sidecar used before, right after a push that changed every method; Go's "

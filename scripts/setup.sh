@@ -26,6 +26,11 @@ if (( want_test )); then
              golang-github-prometheus-client-golang-dev; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'ok installed' || missing+=("$pkg")
   done
+  # The Node.js reporter of tests/protocol/node and its native unix-dgram package (node-gyp).
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+  command -v g++ >/dev/null || missing+=(g++)
+  command -v make >/dev/null || missing+=(make)
   if (( ${#missing[@]} )); then
     if [[ $(id -u) -ne 0 ]]; then
       echo "setup: the tests need the Debian packages ${missing[*]}; run as root or install them" >&2
@@ -57,4 +62,17 @@ if [[ ! -f $stamp ]]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
   rm -f .venv/.installed-* && touch "$stamp"
+fi
+
+# The Node.js reporter's packages, reinstalled when its lock file or the Node version changes;
+# node-gyp builds against the installed headers rather than downloading them.
+if (( want_test )); then
+  node_dir=tests/protocol/node
+  stamp=$node_dir/node_modules/.installed-$(cat $node_dir/package-lock.json <(node --version) \
+    | sha256sum | cut -c1-16)
+  if [[ ! -f $stamp ]]; then
+    if [[ -f /usr/include/node/node.h ]]; then export npm_config_nodedir=/usr; fi
+    npm ci --prefix "$node_dir" --no-audit --no-fund --no-update-notifier --loglevel=error
+    touch "$stamp"
+  fi
 fi

@@ -55,7 +55,8 @@ RPC_FAMILIES = (
 COUNTERS = (
     ("oracle_sidecar_messages_received_total", "Datagrams received from reporters."),
     ("oracle_sidecar_messages_rejected_total", "Datagrams rejected, by reason."),
-    ("oracle_sidecar_reporter_dropped_total", "Snapshots the reporters could not deliver."),
+    ("oracle_sidecar_rows_rejected_total", "Rows of accepted datagrams skipped, by reason."),
+    ("oracle_sidecar_reporter_dropped_total", "Datagrams the reporters gave up."),
     ("oracle_sidecar_reporter_send_errors_total",
      "Reporter sends that failed for a reason other than a full queue (no sidecar, bad path)."),
     ("oracle_sidecar_reporter_overflow_total",
@@ -309,15 +310,16 @@ class Exposition:
         dropped, errors, overflow = store.reporter_counts()
         out = []
         for name, value in (("oracle_sidecar_messages_received_total", store.received),
-                            ("oracle_sidecar_messages_rejected_total", None),
+                            ("oracle_sidecar_messages_rejected_total", store.rejected),
+                            ("oracle_sidecar_rows_rejected_total", store.rows_rejected),
                             ("oracle_sidecar_reporter_dropped_total", dropped),
                             ("oracle_sidecar_reporter_send_errors_total", errors),
                             ("oracle_sidecar_reporter_overflow_total", overflow),
                             ("oracle_sidecar_series_overflow_total", len(store.overflow_keys))):
             out.append(heads[name])
-            if value is None:
+            if isinstance(value, dict):  # by reason, every reason from the start
                 out.extend(f'{name}{{reason="{escape_label(reason)}"}} {spell(n)}\n'
-                           for reason, n in store.rejected.items())
+                           for reason, n in value.items())
             else:
                 out.append(f"{name} {spell(value)}\n")
         return "".join(out)

@@ -14,13 +14,13 @@ as the last minute's.
 
 from __future__ import annotations
 
+import itertools
 import logging
+import operator
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import lt
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
@@ -40,12 +40,12 @@ MISSED_SLACK = 1.0  # seconds past a source's own push interval before it counts
 SETTLE_MAX = 10.0  # longest a restarted sidecar holds the RPC series back for known sources
 
 
-def _totals(row: Row, old: Totals | None = None) -> Totals:
-    """The row as Totals; ``old`` itself when nothing changed, so that the history ring's
-    points share the totals of idle methods instead of holding a copy each."""
-    new = Totals(row.started, dict(row.codes), row.hist, row.sum, row.max,
-                 dict(row.exceptions), row.last_error, row.msg_received, row.msg_sent, row.fine)
-    return old if old is not None and old == new else new
+def _totals(row: Row) -> Totals:
+    # The row's dicts are the decoder's own, made for this datagram: no copy needed. An idle
+    # method's row is never made into new totals (see _unchanged), so the history ring's points
+    # share one object for it instead of holding a copy each.
+    return Totals(row.started, row.codes, row.hist, row.sum, row.max, row.exceptions,
+                  row.last_error, row.msg_received, row.msg_sent, row.fine)
 
 
 @dataclass
@@ -69,12 +69,18 @@ class Source:
     dropped: int = 0
     send_errors: int = 0
     overflow: int = 0
+    types: dict[tuple[str, str], str] = field(default_factory=dict)  # (service, method) -> type
+    final_seq: int | None = None  # the seq of its final snapshot, once one part said so
     gap: float | None = None  # shortest time seen between two of its pushes, per seq step
     may_succeed: bool = False  # new to this sidecar and not yet matched with a predecessor
     replaced_by: str | None = None  # once retired as succeeded: the successor's id
     heard: bool = True  # pushed since this sidecar started (False: known from the state file)
     prehistory_seq: int | None = None  # the push whose counts predate this sidecar
     prehistory_keys: set[Key] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if not self.types:  # e.g. a source read back from the state file
+            self.types = {key[:2]: key[2] for key in self.rows}
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ class Store:
         self.buckets: tuple[float, ...] | None = None
         self.received = 0
         self.rejected = dict.fromkeys(protocol.REJECT_REASONS, 0)
+        self.rows_rejected = dict.fromkeys(protocol.ROW_REJECT_REASONS, 0)
         self.overflow_keys: set[Key] = set()
         self._keys: set[Key] = set()  # every series ever applied: keys are never un-known
         self._sources_full_logged = False
@@ -134,14 +141,25 @@ class Store:
         try:
             self.apply(protocol.decode(data))
         except ProtocolError as err:
-            self.rejected[err.reason] += 1
-            self.version += 1
-            log.debug("rejected a datagram: %s", err)
-            return err.reason
+            return self._count(err)
         return None
 
+    def reject(self, err: ProtocolError) -> str:
+        """Count a received datagram that could not even be read (oversized); the reason."""
+        self.received += 1
+        return self._count(err)
+
+    def _count(self, err: ProtocolError) -> str:
+        self.rejected[err.reason] += 1
+        self.version += 1
+        log.debug("rejected a datagram: %s", err)
+        return err.reason
+
     def apply(self, msg: Message) -> None:
-        """Apply a decoded message (raises ProtocolError when it must be rejected)."""
+        """Apply a decoded message (raises ProtocolError when it must be rejected as a whole).
+
+        Rows that break a rule are skipped one by one and counted in ``rows_rejected``.
+        """
         if self.buckets is None:
             self.buckets = msg.buckets
         elif msg.buckets != self.buckets:
@@ -149,35 +167,27 @@ class Store:
                                                    f"{list(self.buckets)} already exported")
         now = self.clock()
         src = self.sources.get(msg.source)
-        if src is None and msg.source in self._retired_ids:
-            src = self._unretire(msg.source)
-        if src is None and len(self.sources) >= MAX_SOURCES:
+        known = src if src is not None else self._retired_ids.get(msg.source)
+        if known is not None and (known.pid != msg.pid or known.started != msg.started):
+            # The same id from another process start: a new source; the old one is retired
+            # (its totals kept, once) and forgotten.
+            log.info("a new process reuses a source id; the old one is retired",
+                     extra={"source": msg.source, "pid": msg.pid})
+            if src is not None:
+                self._retire(src, "stopped pushing")
+            del self._retired_ids[msg.source]
+            src = known = None
+        if known is not None:
+            _check_newer(known, msg)
+            if src is None:
+                src = self._unretire(msg.source)
+        elif len(self.sources) >= MAX_SOURCES:
             if not self._sources_full_logged:
                 self._sources_full_logged = True
                 log.warning("%d reporting processes are live; messages from new ones are "
                             "refused until some exit or expire", MAX_SOURCES)
             raise ProtocolError("too_many_series", f"{MAX_SOURCES} reporting processes are "
                                                    f"live; source {msg.source} is refused")
-        if src is not None:
-            if msg.seq < src.seq or (msg.seq == src.seq and msg.part in src.parts_seen):
-                raise ProtocolError("not_newer", f"seq {msg.seq} part {msg.part} of source "
-                                                 f"{msg.source} was already applied")
-            for row in msg.rows:
-                old = src.rows.get(row.key)
-                if old is not None:
-                    _check_monotonic(old, row)
-        new_keys = [r.key for r in msg.rows if not self._known(r.key)]
-        room = self.max_series - self._series_count()
-        refused = set(new_keys[max(room, 0):])
-        if refused:
-            fresh = refused - self.overflow_keys
-            if fresh and not self.overflow_keys:
-                log.warning("series limit %d reached: new RPC methods are counted in "
-                            "oracle_sidecar_series_overflow_total, not exported",
-                            self.max_series)
-            if len(self.overflow_keys) < 100 * self.max_series:
-                self.overflow_keys |= fresh
-
         created = src is None
         measured = src is not None and src.heard  # a push gap since its previous push here
         if src is None:
@@ -185,8 +195,9 @@ class Store:
             # process that starts together with us), what it already counted is prehistory.
             preexisting = msg.started < self.started_wall - 2.0
             src = Source(msg.source, msg.pid, msg.started, msg.service, msg.version, msg.seq,
-                         set(), msg.seq, preexisting, now, msg.time, msg.health, msg.checks,
-                         may_succeed=True, prehistory_seq=msg.seq if preexisting else None)
+                         set(), msg.seq, preexisting, now, msg.time, msg.health or "healthy",
+                         msg.checks or {}, may_succeed=True,
+                         prehistory_seq=msg.seq if preexisting else None)
             self.sources[msg.source] = src
             self.changes += 1
             log.info("new reporting process", extra={"source": msg.source, "pid": msg.pid,
@@ -194,6 +205,11 @@ class Store:
         elif not src.heard:  # known from the state file: what it counted meanwhile predates us
             src.heard, src.prehistory_seq = True, msg.seq
             self.awaiting.discard(src.id)
+        rejected = self.rows_rejected
+        for reason, detail in msg.rejected_rows:
+            rejected[reason] += 1
+            log.debug("rejected a row of source %s: %s", msg.source, detail)
+
         if msg.seq > src.seq:
             step = (now - src.last_push) / (msg.seq - src.seq)
             if measured and (src.gap is None or step < src.gap):
@@ -201,30 +217,68 @@ class Store:
             src.seq, src.parts_seen = msg.seq, set()
         src.parts_seen.add(msg.part)
         src.last_push, src.last_push_wall = now, msg.time
-        src.health, src.checks = msg.health, msg.checks
-        src.dropped, src.send_errors, src.overflow = msg.dropped, msg.send_errors, msg.overflow
+        src.service, src.version = msg.service, msg.version
+        if msg.health is not None:
+            src.health, src.checks = msg.health, msg.checks or {}
+        if msg.dropped is not None:
+            src.dropped = msg.dropped
+        if msg.send_errors is not None:
+            src.send_errors = msg.send_errors
+        if msg.overflow is not None:
+            src.overflow = msg.overflow
         for row in msg.rows:
-            if row.key in refused:
+            key = row.key
+            old = src.rows.get(key)
+            if old is None:
+                known_type = src.types.get(key[:2])
+                if known_type is not None:  # the method was reported with another type
+                    placeholder = src.rows[(key[0], key[1], known_type)]
+                    if placeholder.started or any(placeholder.codes.values()):
+                        self._reject_row("type_changed", f"{row.service}/{row.method} was "
+                                                         f"{known_type}, now {row.type}")
+                        continue
+                    del src.rows[(key[0], key[1], known_type)]
+                if key not in self._keys:
+                    if len(self._keys) >= self.max_series:
+                        self._refuse(key)
+                        continue
+                    self._keys.add(key)
+                src.types[key[:2]] = row.type
+            elif _unchanged(old, row):
                 continue
-            totals = _totals(row, src.rows.get(row.key))
-            if msg.seq == src.prehistory_seq and row.key not in src.prehistory_keys:
-                before = src.rows.get(row.key)
-                self.prehistory[row.key] = self.prehistory.get(row.key, Totals()) + (
-                    totals if before is None else totals - before)
-                src.prehistory_keys.add(row.key)
-            src.rows[row.key] = totals
-            self._keys.add(row.key)
+            else:
+                problem = _decreased(old, row)
+                if problem:
+                    self._reject_row("counter_decreased", f"{row.service}/{row.method} "
+                                                          f"{problem} within one source")
+                    continue
+            totals = _totals(row)
+            if msg.seq == src.prehistory_seq and key not in src.prehistory_keys:
+                self.prehistory[key] = self.prehistory.get(key, Totals()) + (
+                    totals if old is None else totals - old)
+                src.prehistory_keys.add(key)
+            src.rows[key] = totals
         if msg.final:
-            self._retire(src, "exited")
+            src.final_seq = msg.seq
+        if src.final_seq is not None and src.final_seq == msg.seq:
+            self._retire(src, "exited")  # every part of the final snapshot keeps it retired
         elif created:
             self._succeed(now)  # later matches are made by tick()
         self.version += 1
 
-    def _known(self, key: Key) -> bool:
-        return key in self._keys
+    def _reject_row(self, reason: str, detail: str) -> None:
+        self.rows_rejected[reason] += 1
+        log.debug("rejected a row: %s: %s", reason, detail)
 
-    def _series_count(self) -> int:
-        return len(self._keys)
+    def _refuse(self, key: Key) -> None:
+        """A new series past --max-series: counted once, logged once, not exported."""
+        if key in self.overflow_keys:
+            return
+        if not self.overflow_keys:
+            log.warning("series limit %d reached: new RPC methods are counted in "
+                        "oracle_sidecar_series_overflow_total, not exported", self.max_series)
+        if len(self.overflow_keys) < 100 * self.max_series:
+            self.overflow_keys.add(key)
 
     def _retire(self, src: Source, how: str, successor: Source | None = None) -> None:
         """Fold ``src`` into the retired totals: it "exited", "stopped pushing" or was
@@ -427,32 +481,52 @@ class Store:
         return self.clock() - max(s.last_push for s in self.sources.values())
 
 
-def _check_monotonic(old: Totals, row: Row) -> None:
-    def fail(what: str, before: float, after: float) -> None:
-        raise ProtocolError("counter_decreased", f"{row.service}/{row.method} {what} went from "
-                                                 f"{before} to {after} within one source")
+def _check_newer(src: Source, msg: Message) -> None:
+    """Reject a message its source already sent, or whose reporter counts went down."""
+    if msg.seq < src.seq or (msg.seq == src.seq and msg.part in src.parts_seen):
+        raise ProtocolError("not_newer", f"seq {msg.seq} part {msg.part} of source "
+                                         f"{msg.source} was already applied")
+    for what, before, after in (("dropped", src.dropped, msg.dropped),
+                                ("send_errors", src.send_errors, msg.send_errors),
+                                ("overflow", src.overflow, msg.overflow)):
+        if after is not None and after < before:
+            raise ProtocolError("counter_decreased", f"reporter.{what} of source {msg.source} "
+                                                     f"went from {before} to {after}")
 
+
+def _unchanged(old: Totals, row: Row) -> bool:
+    """True when a row repeats the source's totals (an idle method): nothing to do."""
+    return (row.started == old.started and row.hist == old.hist and row.sum == old.sum
+            and row.codes == old.codes and row.exceptions == old.exceptions
+            and row.msg_received == old.msg_received and row.msg_sent == old.msg_sent
+            and row.max == old.max and row.last_error == old.last_error
+            and row.fine == old.fine)
+
+
+def _decreased(old: Totals, row: Row) -> str | None:
+    """Which counter of ``row`` went down from ``old``, in words; None when none did."""
     if row.started < old.started:
-        fail("started", old.started, row.started)
-    if row.msg_received < old.msg_received:
-        fail("msg_received", old.msg_received, row.msg_received)
-    if row.msg_sent < old.msg_sent:
-        fail("msg_sent", old.msg_sent, row.msg_sent)
+        return f"started went from {old.started} to {row.started}"
     for code, n in old.codes.items():
         if row.codes.get(code, 0) < n:
-            fail(f"code {code}", n, row.codes.get(code, 0))
-    for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=False)):
-        if b < a:
-            fail(f"bucket {i}", a, b)
+            return f"code {code} went from {n} to {row.codes.get(code, 0)}"
+    if not all(map(operator.ge, row.hist, old.hist)):
+        i = next(i for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=True)) if b < a)
+        return f"bucket {i} went from {old.hist[i]} to {row.hist[i]}"
     if old.fine is not None and row.fine is not None and old.fine != row.fine:
         now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
         indexes, before = old.fine[0::2], old.fine[1::2]
-        after = list(map(now.get, indexes, repeat(0)))
-        if any(map(lt, after, before)):
-            i = next(k for k, (a, b) in enumerate(zip(after, before, strict=True)) if a < b)
-            fail(f"fine bucket {indexes[i]}", before[i], after[i])
+        after = list(map(now.get, indexes, itertools.repeat(0)))
+        if not all(map(operator.ge, after, before)):
+            i = next(k for k, (x, y) in enumerate(zip(after, before, strict=True)) if x < y)
+            return f"fine bucket {indexes[i]} went from {before[i]} to {after[i]}"
     if row.sum < old.sum - 1e-9:
-        fail("sum", old.sum, row.sum)
+        return f"sum went from {old.sum} to {row.sum}"
     for name, n in old.exceptions.items():
         if row.exceptions.get(name, 0) < n:
-            fail(f"exception {name}", n, row.exceptions.get(name, 0))
+            return f"exception {name} went from {n} to {row.exceptions.get(name, 0)}"
+    if row.msg_received < old.msg_received:
+        return f"msg_received went from {old.msg_received} to {row.msg_received}"
+    if row.msg_sent < old.msg_sent:
+        return f"msg_sent went from {old.msg_sent} to {row.msg_sent}"
+    return None

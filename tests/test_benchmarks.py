@@ -34,6 +34,21 @@ def test_isolated_benchmark_quick_prints_its_ratio_table(tmp_path: Path) -> None
     assert "× reporter" in doc
 
 
+def test_ingest_benchmark_quick_compares_before_and_after(tmp_path: Path) -> None:
+    """The quick ingest benchmark prints CPU per snapshot for both codes and parts per push."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "ingest", "--no-write"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    for row in ("| before (`", "| after (this tree)", "| paced (docs/protocol.md)",
+                "| pacing off (a part given up at once)"):
+        assert row in text, f"no row {row!r} in:\n{text}"
+    paced = next(ln for ln in text.splitlines() if ln.startswith("| paced"))
+    assert "| yes " in paced  # every part of every push arrived
+
+
 def test_unknown_benchmark_name_is_refused() -> None:
     """Asking for a benchmark that does not exist names the ones that do, and exits 2."""
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nope", "--no-write"],

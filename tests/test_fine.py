@@ -130,7 +130,7 @@ def _row(**extra: object) -> dict[str, object]:
 
 
 def test_decoder_checks_fine_counts_against_the_classic_ones() -> None:
-    """Fine counts that do not add up to hist, or malformed runs, are rejected with the reason."""
+    """Fine counts that do not add up to hist, or malformed runs: that row alone is rejected."""
     bounds = fine.bounds(CLASSIC)
     assert bounds is not None
     i = bisect_left(bounds, 0.15)
@@ -146,9 +146,10 @@ def test_decoder_checks_fine_counts_against_the_classic_ones() -> None:
             ({"schema": 1, "runs": [[i]]}, "first index, count"),
             ({"schema": True, "runs": []}, '"schema": 1'),
             ({"runs": []}, '"schema": 1')):
-        with pytest.raises(protocol.ProtocolError) as err:
-            protocol.decode(_message([_row(fine=bad)]))
-        assert err.value.reason == "bad_field" and words in err.value.detail, bad
+        msg = protocol.decode(_message([_row(fine=bad), _row(method="Other")]))
+        assert [row.method for row in msg.rows] == ["Other"], bad
+        ((reason, detail),) = msg.rejected_rows
+        assert reason == "bad_field" and words in detail, (bad, detail)
 
 
 def test_old_reporters_and_unknown_schemas_still_count_with_classic_percentiles() -> None:
@@ -209,7 +210,7 @@ def test_reporter_push_carries_fine_runs_and_exact_classic_counts() -> None:
     st.dictionaries(st.text(max_size=5), st.integers(), max_size=3),
     st.text(max_size=5), st.none()))
 def test_any_fine_field_is_accepted_consistently_or_rejected_as_bad_field(runs: Any) -> None:
-    """Whatever the runs hold: decoded counts that fold exactly into hist, or bad_field."""
+    """Whatever the runs hold: decoded counts that fold exactly into hist, or the row rejected."""
     hist = [0] * 15
     try:
         pairs = fine.from_runs(runs, 686, "runs")
@@ -219,10 +220,10 @@ def test_any_fine_field_is_accepted_consistently_or_rejected_as_bad_field(runs: 
     row = _row(fine={"schema": 1, "runs": runs})
     row["hist"] = hist
     row["started"] = row["codes"]["OK"] = sum(hist)  # type: ignore[index]
-    try:
-        decoded = protocol.decode(_message([row]))
-    except protocol.ProtocolError as err:
-        assert err.reason == "bad_field", err
+    decoded = protocol.decode(_message([row]))
+    if not decoded.rows:
+        ((reason, _),) = decoded.rejected_rows
+        assert reason == "bad_field"
         return
     (got,) = decoded.rows
     assert got.fine is not None and fine.fold_classic(got.fine, CLASSIC) == list(got.hist)

@@ -141,10 +141,11 @@ def test_windows_subtract_exactly_and_hold_only_their_own_calls() -> None:
     assert series is not None
 
     seq = iter(range(1, 1000))
+    started = clock.wall()  # one process: its start time never changes
 
     def push() -> None:
         for datagram in protocol.encode(
-                source={"id": rep.source_id, "pid": 1, "started": clock.wall()}, seq=next(seq),
+                source={"id": rep.source_id, "pid": 1, "started": started}, seq=next(seq),
                 time=clock.wall(), buckets=rep.buckets, rows=rep.rows(), health="healthy",
                 checks={}, reporter={}):
             assert store.ingest(datagram) is None
@@ -250,6 +251,7 @@ def test_chart_p95_of_two_pods_is_that_of_their_calls_together_in_each_interval(
     rng = random.Random(12)
     draws = [lambda: rng.uniform(0.02, 0.05), lambda: rng.lognormvariate(math.log(0.3), 0.5)]
     seq = iter(range(1, 1000))
+    started = clock.wall()  # two processes, each with one start time
     intervals: list[list[float]] = []
     for step in range(6):
         clock.now += 5
@@ -265,7 +267,7 @@ def test_chart_p95_of_two_pods_is_that_of_their_calls_together_in_each_interval(
                 rep.observe(series, draw())
             calls += rep.seen["Get"][before:]
             for datagram in protocol.encode(
-                    source={"id": rep.source_id, "pid": 1, "started": clock.wall()},
+                    source={"id": rep.source_id, "pid": 1, "started": started},
                     seq=number, time=clock.wall(), buckets=rep.buckets, rows=rep.rows(),
                     health="healthy", checks={}, reporter={}):
                 assert store.ingest(datagram) is None

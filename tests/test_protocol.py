@@ -109,34 +109,147 @@ def test_missing_and_mistyped_fields_name_the_field() -> None:
 @pytest.mark.parametrize(
     ("change", "reason"),
     [
-        ({"rpcs": [row(started=-1)]}, "bad_field"),
-        ({"rpcs": [row(codes={"OK": -3})]}, "bad_field"),
-        ({"rpcs": [row(codes={"MAYBE": 1})]}, "bad_field"),
-        ({"rpcs": [row(codes={"not_found": 1})]}, "bad_field"),
-        ({"rpcs": [row(last_error=["Nope", 1.0])]}, "bad_field"),
-        ({"rpcs": [row(hist=[1, 2])]}, "bad_field"),
-        ({"rpcs": [row(type="sideways")]}, "bad_field"),
-        ({"rpcs": [row(method="bad\nname")]}, "bad_field"),
-        ({"rpcs": [row(method="x" * 300)]}, "bad_field"),
-        ({"rpcs": [row(sum=float("nan"))]}, "bad_field"),
         ({"buckets": [1.0, 0.5]}, "bad_field"),
+        ({"buckets": [-1.0, 0.5]}, "bad_field"),
         ({"health": {"status": "fine"}}, "bad_field"),
         ({"part": [3, 2]}, "bad_field"),
+        ({"seq": 2**53}, "bad_field"),
+        ({"seq": 1.5}, "bad_field"),
+        ({"reporter": {"dropped": -1}}, "bad_field"),
+        ({"source": {**SOURCE, "service": 7}}, "bad_field"),
+        ({"source": {**SOURCE, "id": "a\x85b"}}, "bad_field"),
         ({"buckets": [1.0], "rpcs": [{"service": "s", "method": "m", "started": 0, "codes": {},
                                       "hist": [0, 0], "sum": 0}] * (protocol.MAX_ROWS + 1)},
          "too_many_series"),
-        ({"rpcs": [row(exceptions={f"E{i}": 1 for i in range(100)})]}, "too_many_series"),
     ],
 )
-def test_bad_values_are_rejected(change: dict[str, Any], reason: str) -> None:
-    """Negative counters, unknown codes, wrong shapes and too many series are all refused."""
+def test_bad_message_fields_reject_the_datagram(change: dict[str, Any], reason: str) -> None:
+    """Broken message fields (not rows) reject the whole datagram with their reason."""
     body = message(**change)
     raw = json.dumps(body, allow_nan=True, separators=(",", ":")).encode()
     assert len(raw) <= protocol.MAX_DATAGRAM
     assert reason_of(raw) == reason
 
 
+@pytest.mark.parametrize(
+    ("bad_row", "reason", "detail"),
+    [
+        (row(started=-1), "bad_field", "rpcs[0].started is -1"),
+        (row(started=7.5), "bad_field", "rpcs[0].started is 7.5"),
+        (row(codes={"OK": -3}), "bad_field", "rpcs[0].codes.OK is -3"),
+        (row(codes={"MAYBE": 1}), "bad_field", "'MAYBE' is not a gRPC code name"),
+        (row(codes={"not_found": 1}), "bad_field", "'not_found' is not a gRPC code name"),
+        (row(last_error=["Nope", 1.0]), "bad_field", "last_error must be [code name"),
+        (row(hist=[1, 2]), "bad_field", "rpcs[0].hist has 2 counts"),
+        (row(type="sideways"), "bad_field", "rpcs[0].type 'sideways'"),
+        (row(method="bad\nname"), "bad_field", "holds U+000A"),
+        (row(method="x" * 300), "bad_field", "has 300 code points"),
+        (row(sum=float("nan")), "bad_field", "rpcs[0].sum is nan"),
+        (row(exceptions={f"E{i}": 1 for i in range(100)}), "too_many_series", "100 types"),
+        ({k: v for k, v in row().items() if k != "hist"}, "missing_field", "rpcs[0].hist is"),
+    ],
+)
+def test_a_bad_row_is_skipped_alone(bad_row: dict[str, Any], reason: str, detail: str) -> None:
+    """A broken row is left out with its reason and the field named; the others decode."""
+    body = message(rpcs=[bad_row, row("Healthy")])
+    msg = decode(json.dumps(body, allow_nan=True, separators=(",", ":")).encode())
+    assert [r.method for r in msg.rows] == ["Healthy"]
+    ((got_reason, got_detail),) = msg.rejected_rows
+    assert got_reason == reason and detail in got_detail, got_detail
+
+
+def test_names_allow_everything_but_cc_and_cs() -> None:
+    """U+00A0, U+200B, U+2028, U+00AD, emoji are data; U+0085, U+007F and surrogates are not."""
+    ok = ["a\u00a0b", "a\u200bb", "a\u2028b", "a\u00adb", "\U0001F600" * 256, "\ue000"]
+    bad = ["a\u0085b", "a\u007fb", "a\ud800b", "a\x00b", "\U0001F600" * 257]
+    body = message(rpcs=[row(n) for n in ok + bad])
+    msg = decode(json.dumps(body).encode())
+    assert [r.method for r in msg.rows] == ok
+    assert [reason for reason, _ in msg.rejected_rows] == ["bad_field"] * len(bad)
+
+
+def test_integers_follow_json_number_semantics() -> None:
+    """7.0 is the integer 7; 1e21 and 2**53 are beyond the exact range of a double."""
+    text = json.dumps(message(rpcs=[row("A", started=3)])).replace('"started": 3', '"started": 3.0')
+    assert decode(text.encode()).rows[0].started == 3
+    assert type(decode(text.encode()).rows[0].started) is int
+    for big in ("1e21", str(2**53)):
+        body = json.dumps(message(rpcs=[row("A")])).replace('"started": 3', f'"started": {big}')
+        assert decode(body.encode()).rejected_rows[0][0] == "bad_field"
+
+
+def test_descriptive_texts_are_repaired_not_rejected() -> None:
+    """source.service/version, checks and exception names are cut and cleaned, never refused."""
+    body = message(source={**SOURCE, "service": "s\x01" + "v" * 300, "version": "\x85"},
+                   health={"status": "degraded",
+                           "checks": {"db\n": "t" * 5000, **{f"c{i}": "ok" for i in range(80)}}},
+                   rpcs=[row(exceptions={"E\x00" + "e" * 200: 1, "F": 2})])
+    msg = decode(json.dumps(body).encode())
+    assert msg.service == "s\ufffd" + "v" * 254 and msg.version == "\ufffd"
+    assert msg.checks is not None and len(msg.checks) == protocol.MAX_KEYS
+    assert msg.checks["db\ufffd"] == "t" * protocol.MAX_TEXT
+    assert msg.rows[0].exceptions == {"E\ufffd" + "e" * 126: 1, "F": 2}
+
+
+def test_duplicate_rows_keep_the_first() -> None:
+    """Two rows for one method in one datagram: the first counts, the second is rejected."""
+    msg = decode(json.dumps(message(rpcs=[row("A", 2), row("A", 5)])).encode())
+    assert [r.started for r in msg.rows] == [2]
+    assert [reason for reason, _ in msg.rejected_rows] == ["duplicate_row"]
+
+
+def test_health_only_in_part_zero() -> None:
+    """Later parts may omit health (None: keep the last); part 0 must carry it."""
+    body = message(part=[1, 2])
+    del body["health"]
+    assert decode(json.dumps(body).encode()).health is None
+    body["part"] = [0, 2]
+    assert reason_of(body) == "missing_field"
+
+
+def test_split_snapshot_carries_health_in_part_zero_and_final_everywhere() -> None:
+    """encode() puts health in the first part only and final in every part."""
+    rows = [row(f"Method{i:05d}") for i in range(1500)]
+    parts = encode(source=SOURCE, seq=7, time=1.0, buckets=DEFAULT_BUCKETS, rows=rows,
+                   health="down", checks={"a": "b"}, reporter={}, final=True)
+    decoded = [decode(p) for p in parts]
+    assert [m.health for m in decoded] == ["down"] + [None] * (len(parts) - 1)
+    assert all(m.final for m in decoded)
+
+
+def test_health_checks_are_cut_to_fit_part_zero() -> None:
+    """63 checks of 1 024 four-byte characters still make a datagram under 64 KiB."""
+    checks = {f"check{i}": "\U0001F600" * protocol.MAX_TEXT for i in range(63)}
+    (part,) = encode(source=SOURCE, seq=1, time=1.0, buckets=DEFAULT_BUCKETS, rows=[row()],
+                     health="degraded", checks=checks, reporter={})
+    assert len(part) <= protocol.MAX_DATAGRAM
+    msg = decode(part)
+    assert msg.checks is not None and "more checks not sent" in msg.checks["health_checks"]
+
+
+def test_rows_past_64_parts_are_left_for_the_next_snapshot() -> None:
+    """encode_parts() never makes more than 64 parts; the rows left over are returned."""
+    rows = [row(f"M{i:05d}") for i in range(protocol.MAX_PARTS * 3)]
+    datagrams, rest, too_large = protocol.encode_parts(
+        source=SOURCE, seq=1, time=1.0, buckets=DEFAULT_BUCKETS, rows=rows, health="healthy",
+        checks={}, reporter={}, limit=700)
+    assert len(datagrams) == protocol.MAX_PARTS and rest and not too_large
+    sent = [r.method for d in datagrams for r in decode(d).rows]
+    assert sent + [r["method"] for r in rest] == [r["method"] for r in rows]
+
+
 def test_hostile_but_printable_names_are_accepted_as_data() -> None:
     """Markup in a method name is data, not an error: the outputs escape it."""
     msg = decode(json.dumps(message(rpcs=[row(method='<img src=x onerror=alert(1)>"}')])).encode())
     assert msg.rows[0].method == '<img src=x onerror=alert(1)>"}'
+
+
+def test_a_row_no_datagram_holds_is_left_out_not_sent_oversized() -> None:
+    """A row larger than the datagram limit is returned as too large; the others are sent."""
+    big = row("Big", exceptions={f"E{i:03d}" + "e" * 120: 1 for i in range(60)})
+    datagrams, rest, too_large = protocol.encode_parts(
+        source=SOURCE, seq=1, time=1.0, buckets=DEFAULT_BUCKETS, rows=[row("A"), big, row("B")],
+        health="healthy", checks={}, reporter={}, limit=4096)
+    assert too_large == [big] and not rest
+    assert all(len(d) <= 4096 for d in datagrams)
+    assert [r.method for d in datagrams for r in decode(d).rows] == ["A", "B"]

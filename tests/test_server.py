@@ -28,9 +28,10 @@ def send(path: str, *datagrams: bytes) -> None:
             tx.sendto(d, path)
 
 
-def rejected(sc: SidecarProcess) -> dict[str, float]:
+def rejected(sc: SidecarProcess, family: str = "oracle_sidecar_messages_rejected_total"
+             ) -> dict[str, float]:
     return {dict(labels)["reason"]: v for (name, labels), v in parse_metrics(sc.metrics()).items()
-            if name == "oracle_sidecar_messages_rejected_total"}
+            if name == family}
 
 
 def test_bad_datagrams_are_counted_by_reason_and_the_receiver_keeps_serving(
@@ -42,22 +43,35 @@ def test_bad_datagrams_are_counted_by_reason_and_the_receiver_keeps_serving(
     rep.flush()
     good = json.loads(protocol.encode(
         source={"id": "x1", "pid": 1, "started": 1.0}, seq=5, time=1.0,
-        buckets=protocol.DEFAULT_BUCKETS, health="healthy", checks={}, reporter={},
+        buckets=protocol.DEFAULT_BUCKETS, health="healthy", checks={}, reporter={"dropped": 5},
         rows=[{"service": "s", "method": "m", "started": 9, "codes": {"OK": 9},
                "hist": [9] + [0] * 14, "sum": 0.01}])[0])
-    decreased = dict(good, seq=6, rpcs=[dict(good["rpcs"][0], started=1, codes={"OK": 1},
-                                             hist=[1] + [0] * 14)])
+    fewer_drops = dict(good, seq=6, reporter={"dropped": 1})
+    row_decreased = dict(good, seq=7, rpcs=[dict(good["rpcs"][0], started=1, codes={"OK": 1},
+                                                 hist=[1] + [0] * 14)])
     send(sidecar.socket, b"\x00\xff garbage", b'{"v": 99}', b"[]", b"{" + b" " * 70_000 + b"}",
-         json.dumps(good).encode(), json.dumps(decreased).encode(), json.dumps(good).encode())
+         json.dumps(good).encode(), json.dumps(fewer_drops).encode(),
+         json.dumps(row_decreased).encode(), json.dumps(good).encode())
     expected = {"bad_json": 2, "bad_version": 1, "oversized": 1, "counter_decreased": 1,
                 "not_newer": 1}
     wait_for(lambda: all(rejected(sidecar)[k] == v for k, v in expected.items()), 5,
              message="rejections counted by reason")
     assert set(rejected(sidecar)) == set(protocol.REJECT_REASONS)  # all reasons, from zero
+    rows = rejected(sidecar, "oracle_sidecar_rows_rejected_total")
+    assert rows == {**dict.fromkeys(protocol.ROW_REJECT_REASONS, 0), "counter_decreased": 1}
     rep.flush()
     assert http_get(sidecar.url + "/livez")[0] == 200
     samples = parse_metrics(sidecar.metrics())
-    assert samples[("oracle_sidecar_messages_received_total", frozenset())] == 9
+    assert samples[("oracle_sidecar_messages_received_total", frozenset())] == 10
+
+
+def test_an_oversized_datagram_is_logged_with_its_true_size(sidecar_factory: Any) -> None:
+    """The receiver reports the size that was sent, not the 65 537 bytes it read."""
+    sc = sidecar_factory(env={"LOG_LEVEL": "DEBUG"})
+    send(sc.socket, b"{" + b" " * 70_000 + b"}", b"x" * 100_000)
+    wait_for(lambda: rejected(sc)["oversized"] == 2, 5, message="two oversized datagrams")
+    wait_for(lambda: "100000 bytes, the limit is 65536" in sc.log(), 5, message="the log line")
+    assert "70002 bytes, the limit is 65536" in sc.log()
 
 
 def test_endpoints_answer_json_and_negotiate_formats(sidecar: SidecarProcess) -> None:

@@ -71,22 +71,27 @@ def test_replayed_or_older_sequence_is_not_applied() -> None:
 
 
 def test_decreasing_counter_within_one_source_is_rejected() -> None:
-    """A counter that goes down within one source is refused; the old totals stand."""
+    """A counter that goes down within one source is refused (that row); the old totals stand."""
     s, _ = store()
     s.ingest(snapshot(seq=1, ok=8))
-    assert s.ingest(snapshot(seq=2, ok=3)) == "counter_decreased"
+    assert s.ingest(snapshot(seq=2, ok=3)) is None
+    assert s.rows_rejected["counter_decreased"] == 1
     assert handled(s) == 8
 
 
 def test_stream_message_counters_must_not_decrease_either() -> None:
-    """msg_received / msg_sent going down within one source is refused, naming the counter."""
+    """msg_received / msg_sent going down within one source refuses the row (counted)."""
     s, _ = store()
     s.ingest(snapshot(seq=1, ok=8, messages=(40, 30)))
-    assert s.ingest(snapshot(seq=2, ok=9, messages=(39, 31))) == "counter_decreased"
-    assert s.ingest(snapshot(seq=3, ok=9, messages=(41, 29))) == "counter_decreased"
+    assert s.ingest(snapshot(seq=2, ok=9, messages=(39, 31))) is None
+    assert s.ingest(snapshot(seq=3, ok=9, messages=(41, 29))) is None
+    assert s.rows_rejected["counter_decreased"] == 2
     (totals,) = s.totals().values()
     assert (totals.msg_received, totals.msg_sent) == (40, 30)
     assert s.ingest(snapshot(seq=4, ok=9, messages=(41, 31))) is None
+    (totals,) = s.totals().values()
+    assert (totals.msg_received, totals.msg_sent) == (41, 31)
+    assert s.rows_rejected["counter_decreased"] == 2
 
 
 def test_restarted_process_keeps_counters_monotonic() -> None:

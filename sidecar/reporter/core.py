@@ -29,6 +29,7 @@ from sidecar import fine, protocol
 __all__ = ["DEFAULT_SOCKET", "Reporter", "Series"]
 
 DEFAULT_SOCKET = "/var/run/oracle-sidecar/metrics.sock"
+PACING_BUDGET = 0.5  # seconds a snapshot may wait for the sidecar to drain its queue
 log = logging.getLogger("sidecar.reporter")
 
 HealthCallback = Callable[[], tuple[str, dict[str, str]]]
@@ -162,9 +163,12 @@ class Reporter:
         self._retired: dict[str, Series] = {}  # tables of threads that ended, summed
         self._series_count = 0
         self.overflow = 0
-        self.dropped = 0
+        self.dropped = 0  # datagrams given up
         self.send_errors = 0
         self.sent = 0
+        self._next_part = 0  # the part a split snapshot starts with (the first given up)
+        self._carry: set[tuple[str, str]] = set()  # rows past 64 parts, sent first next time
+        self._too_large_logged = False
         for full, rpc_type in self._methods:
             service, method = split_method(full, self.service)
             key = f"/{service}/{method}"
@@ -231,7 +235,7 @@ class Reporter:
             series.last_error = (code, time.time())
             if exception is not None:
                 if exception not in series.exceptions:  # a new type: keep the message valid
-                    exception = protocol.clean_name(exception)
+                    exception = protocol.clean_name(exception, limit=protocol.MAX_EXCEPTION)
                     if len(series.exceptions) >= protocol.MAX_KEYS - 1:
                         exception = "(other)"
                 series.exceptions[exception] = series.exceptions.get(exception, 0) + 1
@@ -319,12 +323,15 @@ class Reporter:
             self._tables = alive
             sources = [self._retired, *(tab for _, tab in alive)]
         # Keyed by what the message says, so that two raw names cleaned to the same name make
-        # one row (two rows with one key would overwrite each other in the sidecar).
-        merged: dict[tuple[str, str, str], dict[str, Any]] = {}
+        # one row (the sidecar takes one row per service and method). A method declared up
+        # front without its kind is a unary placeholder until its first call tells the kind.
+        merged: dict[tuple[str, str], dict[str, Any]] = {}
         for table in sources:
             for s in table.copy().values():
-                key = (s.service, s.method, s.type)
+                key = (s.service, s.method)
                 row = merged.get(key)
+                if row is not None and s.type != row["type"] and s.type != "unary":
+                    row["type"] = s.type
                 if row is None:
                     row = merged[key] = {
                         "service": s.service, "method": s.method, "type": s.type,
@@ -360,41 +367,86 @@ class Reporter:
             if final:
                 status, checks = "down", {**checks, "reporter": "process is shutting down"}
             self._seq += 1
-            datagrams = protocol.encode(
+            rows = self.rows()
+            if self._carry:  # rows a 64-part snapshot could not hold last time go first
+                rows.sort(key=lambda r: (r["service"], r["method"]) not in self._carry)
+            datagrams, rest, too_large = protocol.encode_parts(
                 source={"id": self.source_id, "pid": self.pid, "started": self.start_time,
                         "service": self.service, "version": self.version},
                 seq=self._seq,
                 time=time.time(),
                 buckets=self.buckets,
-                rows=self.rows(),
+                rows=rows,
                 health=status,
                 checks=checks,
                 reporter={"dropped": self.dropped, "send_errors": self.send_errors,
                           "overflow": self.overflow},
                 final=final,
             )
-            return all([self._send(d) for d in datagrams])
+            self._carry = {(r["service"], r["method"]) for r in rest}
+            if too_large and not self._too_large_logged:
+                self._too_large_logged = True
+                log.warning("%d methods have rows larger than a datagram and are not sent "
+                            "(e.g. %s/%s)", len(too_large), too_large[0]["service"],
+                            too_large[0]["method"])
+            return self._send_paced(datagrams) and not rest and not too_large
 
-    def _send(self, datagram: bytes) -> bool:
+    def _send_paced(self, datagrams: list[bytes]) -> bool:
+        """Send the parts of one snapshot; wait out a full queue within the pacing budget.
+
+        A sender's buffer holds only a few 64 KiB datagrams the sidecar has not read yet, so a
+        burst of parts would lose the same ones on every push. On EAGAIN/ENOBUFS the same part
+        is tried again after 1, 2, 4 ... 50 ms, while the snapshot has waited less than half the
+        interval (at most PACING_BUDGET); parts given up count as dropped, and the next snapshot
+        starts with the first of them. Only this background thread ever waits.
+        """
+        n = len(datagrams)
+        first = self._next_part if self._next_part < n else 0
+        self._next_part = 0
+        deadline = time.monotonic() + min(self.interval / 2, PACING_BUDGET)
+        for k in range(n):
+            index = (first + k) % n
+            delay = 0.001
+            while True:
+                failure = self._send(datagrams[index])
+                if failure is None:
+                    break
+                if failure in (errno.EAGAIN, errno.ENOBUFS) and \
+                        time.monotonic() + delay <= deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                # Given up: this part and every one after it in this snapshot.
+                left = n - k
+                self.dropped += left
+                if failure not in (errno.EAGAIN, errno.ENOBUFS):
+                    self.send_errors += left
+                if n > 1:
+                    self._next_part = index
+                self._unreachable(failure)
+                return False
+        if self._receiver_ok is False:
+            log.info("metrics sidecar reachable again at %s", self.socket_path)
+        self._receiver_ok = True
+        return True
+
+    def _send(self, datagram: bytes) -> int | None:
+        """Hand one datagram to the socket; the errno when it failed, else None."""
         if self._sock is None:
             self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
             self._sock.setblocking(False)
         try:
             self._sock.sendto(datagram, self.socket_path)
         except OSError as err:
-            self.dropped += 1
-            if err.errno not in (errno.EAGAIN, errno.ENOBUFS):
-                self.send_errors += 1
-            if self._receiver_ok is not False:  # log the change, not every failure
-                log.warning("metrics sidecar not reachable at %s: %s; counting drops until it "
-                            "answers", self.socket_path, os.strerror(err.errno or 0))
-            self._receiver_ok = False
-            return False
+            return err.errno or errno.EIO
         self.sent += 1
-        if self._receiver_ok is False:
-            log.info("metrics sidecar reachable again at %s", self.socket_path)
-        self._receiver_ok = True
-        return True
+        return None
+
+    def _unreachable(self, failure: int) -> None:
+        if self._receiver_ok is not False:  # log the change, not every failure
+            log.warning("metrics sidecar not reachable at %s: %s; counting drops until it "
+                        "answers", self.socket_path, os.strerror(failure))
+        self._receiver_ok = False
 
     # -- lifecycle ----------------------------------------------------------------------------
 

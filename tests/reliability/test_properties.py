@@ -22,8 +22,9 @@ from sidecar.protocol import Message, ProtocolError, decode
 from sidecar.store import Store
 from tests.reliability.hostile import HOSTILE_NAMES, json_values, message, names, rows
 
-# The names a sender can get accepted (control and format characters are refused as bad_field).
-PRINTABLE_HOSTILE = st.sampled_from([n for n in HOSTILE_NAMES if n.isprintable()])
+# The names a sender can get accepted (Cc and Cs code points reject the row as bad_field).
+PRINTABLE_HOSTILE = st.sampled_from([n for n in HOSTILE_NAMES
+                                     if not protocol.FORBIDDEN.search(n)])
 SETTINGS = settings(max_examples=300, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
@@ -40,18 +41,24 @@ def decoded_or_reason(data: bytes) -> Message | str:
 
 def check_invariants(msg: Message) -> None:
     """What the decoder promises about anything it accepts."""
-    assert msg.source and len(msg.source) <= protocol.MAX_NAME and msg.source.isprintable()
+    assert msg.source and len(msg.source) <= protocol.MAX_NAME
+    assert not protocol.FORBIDDEN.search(msg.source)
     assert 0 <= msg.part < msg.parts <= protocol.MAX_PARTS
     assert list(msg.buckets) == sorted(set(msg.buckets))
     assert all(math.isfinite(b) for b in msg.buckets)
-    assert msg.health in protocol.HEALTH_STATES
+    assert msg.health in (*protocol.HEALTH_STATES, None) and (msg.health or msg.part != 0)
     assert len(msg.rows) <= protocol.MAX_ROWS
+    assert all(reason in protocol.ROW_REJECT_REASONS for reason, _ in msg.rejected_rows)
+    assert len({(r.service, r.method) for r in msg.rows}) == len(msg.rows)
+    for text in (msg.service, msg.version, *(msg.checks or {}).keys(),
+                 *(msg.checks or {}).values()):
+        assert not protocol.FORBIDDEN.search(text)
     for row in msg.rows:
         assert len(row.hist) == len(msg.buckets) + 1 and min(row.hist) >= 0
         assert set(row.codes) <= set(protocol.CODES) and min(row.codes.values(), default=0) >= 0
         assert math.isfinite(row.sum) and row.sum >= 0 and math.isfinite(row.max)
         for name in (row.service, row.method, *row.exceptions):
-            assert name.isprintable() and 0 < len(name) <= protocol.MAX_NAME
+            assert not protocol.FORBIDDEN.search(name) and 0 < len(name) <= protocol.MAX_NAME
 
 
 @SETTINGS
@@ -110,13 +117,20 @@ def test_mutated_messages_decode_within_the_invariants_or_are_rejected(data: byt
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(rows(), min_size=1, max_size=40), st.integers(600, protocol.MAX_DATAGRAM))
+@given(st.lists(rows(), min_size=1, max_size=40, unique_by=lambda r: (r["service"], r["method"])),
+       st.integers(600, protocol.MAX_DATAGRAM))
 def test_encoded_snapshots_split_under_any_limit_and_decode_to_the_same_rows(
         body: list[dict[str, Any]], limit: int) -> None:
     """encode() splits any snapshot under the limit; the parts decode to exactly the rows."""
-    parts = message(body, limit=limit)
+    datagrams, rest, too_large = protocol.encode_parts(
+        source={"id": "p", "pid": 1, "started": 1.0}, seq=1, time=2.0,
+        buckets=protocol.DEFAULT_BUCKETS, rows=body, health="healthy", checks={}, reporter={},
+        limit=limit)
+    assert not rest
+    body = [r for r in body if r not in too_large]  # rows no datagram of this limit holds
+    parts = datagrams
     decoded = [decode(p) for p in parts]
-    assert all(len(p) <= limit or len(m.rows) == 1 for p, m in zip(parts, decoded, strict=True))
+    assert all(len(p) <= limit for p in parts) and all(not m.rejected_rows for m in decoded)
     assert [m.part for m in decoded] == list(range(len(parts)))
     assert {m.parts for m in decoded} == {len(parts)}
     got = [r for m in decoded for r in m.rows]
@@ -216,3 +230,20 @@ def test_json_documents_stay_strict_json_whatever_was_accepted(
     exposition = Exposition(store)
     json.dumps(exposition.snapshot({}), allow_nan=False)
     json.dumps(exposition.history(), allow_nan=False)
+
+
+@SETTINGS
+@given(rows(), st.sampled_from(["service", "method", "type", "started", "codes", "hist", "sum"]),
+       json_values)
+def test_the_fast_row_check_accepts_only_what_the_careful_one_accepts(
+        row: dict[str, Any], field: str, value: Any) -> None:
+    """The decoder's fast path for valid rows never accepts what field-by-field checks refuse."""
+    row[field] = value
+
+    def outcome(check: Any) -> Any:
+        try:
+            return check(row, len(protocol.DEFAULT_BUCKETS) + 1)
+        except ProtocolError as err:
+            return err.reason, err.detail
+
+    assert outcome(protocol._core) == outcome(protocol._core_checked)
