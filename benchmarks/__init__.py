@@ -1,6 +1,6 @@
 """Reproducible performance runs, printed as ratios against the alternatives in the same run.
 
-``python -m benchmarks`` runs them all (about six minutes on two cores) and rewrites their
+``python -m benchmarks`` runs them all (about eight minutes on two cores) and rewrites their
 sections of docs/benchmarks.md; ``--quick`` is a short smoke run that writes nothing unless
 given ``--output``; ``--only NAME`` picks some.
 
@@ -23,6 +23,9 @@ given ``--output``; ``--only NAME`` picks some.
 9. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
    ingest work, in-process and in a real sidecar; parts of a 10-part snapshot delivered per
    push, paced and not.
+10. ``render`` (:mod:`benchmarks.render`): /metrics rendered by the sidecar's writer against
+   prometheus-client and Go's client_golang; the event loop and /livez under scrape load of
+   2 000 series; idle RSS.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -43,4 +46,5 @@ BENCHMARKS = {
     "state": "benchmarks.state_file",
     "fine": "benchmarks.fine",
     "ingest": "benchmarks.ingest",
+    "render": "benchmarks.render",
 }

@@ -72,9 +72,10 @@ def _received(http: Http) -> int:
 class Pusher:
     """Sends one process's cumulative snapshots of ``methods`` methods, growing each time."""
 
-    def __init__(self, path: str, methods: int) -> None:
+    def __init__(self, path: str | None, methods: int) -> None:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.connect(path)
+        if path is not None:  # None: only make the snapshots (see snapshot)
+            self.sock.connect(path)
         self.names = list(METHODS) if methods == len(METHODS) else [
             f"Method{j:04d}" for j in range(methods)]
         self.seq = 0
@@ -87,6 +88,13 @@ class Pusher:
              "max": 0.0} for m in self.names]
 
     def push(self) -> int:
+        parts = self.snapshot()
+        for p in parts:
+            self.sock.send(p)
+        return len(parts)
+
+    def snapshot(self) -> list[bytes]:
+        """The next cumulative snapshot, every method changed, as datagrams."""
         self.seq += 1
         for row in self.rows:
             k = self.rng.randint(50, 150)
@@ -103,9 +111,7 @@ class Pusher:
             seq=self.seq, time=time.time(), buckets=protocol.DEFAULT_BUCKETS, rows=self.rows,
             health="healthy", checks={}, reporter={"dropped": 0, "send_errors": 0,
                                                    "overflow": 0})
-        for p in parts:
-            self.sock.send(p)
-        return len(parts)
+        return parts
 
     def close(self) -> None:
         self.sock.close()

@@ -1,177 +1,268 @@
 """What the sidecar says about the store: Prometheus metrics and the JSON documents.
 
-Two prometheus-client collectors read the store directly at scrape time. The RPC families
-change only when a push arrives, so their rendering is cached by the store's version and served
-as the same bytes to every scrape in between; the few figures that age with the clock (push age,
-freshness, readiness) are rendered on every scrape.
+/metrics is written by :mod:`sidecar.promtext` (text format 0.0.4 or OpenMetrics 1.0, as the
+scrape asks). The per-RPC families change only when a push arrives, and then only for the
+methods whose totals changed: each series' lines are kept as bytes, keyed by the totals they
+were written from, so a render after a push writes only the series whose totals differ and
+joins the rest. The render runs in slices (:meth:`Exposition.metrics_slices`) so that a server
+can answer other requests between them. The figures that age with the clock (push age,
+freshness, readiness, the process's own) are written on every scrape.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import platform
+import resource
 import time
-from collections.abc import Iterator
-from decimal import Decimal
+from collections.abc import Generator
+from itertools import accumulate
 from typing import Any
 
-from prometheus_client import CollectorRegistry, ProcessCollector
-from prometheus_client import exposition as text_format
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-
 from sidecar import __version__, fine, protocol
+from sidecar.promtext import (
+    EOF,
+    escape_label,
+    go_float,
+    go_int,
+    header,
+    negotiate,
+    om_float,
+    om_int,
+)
 from sidecar.stats import Totals, add_all, complete_fine, delta, summarise
 from sidecar.store import Key, Store
 
-__all__ = ["WINDOWS", "Exposition"]
+__all__ = ["WINDOWS", "Exposition", "drive"]
 
 WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
 STATES = ("healthy", "degraded", "down", "unknown")
+SLICE_SECONDS = 0.002  # a render yields to the event loop at least this often
+BLOCK_BYTES = 256 * 1024  # the body is kept and sent in blocks of about this size
+_SMALL = 1_000_000  # below this, Go spells an integral float64 as the integer itself
+
+# The RPC families in the order they are written: (name, type, help).
+RPC_FAMILIES = (
+    ("grpc_server_started_total", "counter", "RPCs started on the server."),
+    ("grpc_server_handled_total", "counter", "RPCs completed on the server, by status code."),
+    ("grpc_server_handling_seconds", "histogram", "Time the server took to handle RPCs."),
+    ("oracle_sidecar_rpc_exceptions_total", "counter",
+     "Uncaught exceptions in RPC handlers, by type."),
+    ("grpc_server_msg_received_total", "counter", "RPC stream messages received on the server."),
+    ("grpc_server_msg_sent_total", "counter", "gRPC stream messages sent by the server."),
+)
+COUNTERS = (
+    ("oracle_sidecar_messages_received_total", "Datagrams received from reporters."),
+    ("oracle_sidecar_messages_rejected_total", "Datagrams rejected, by reason."),
+    ("oracle_sidecar_rows_rejected_total", "Rows of accepted datagrams skipped, by reason."),
+    ("oracle_sidecar_reporter_dropped_total", "Datagrams the reporters gave up."),
+    ("oracle_sidecar_reporter_send_errors_total",
+     "Reporter sends that failed for a reason other than a full queue (no sidecar, bad path)."),
+    ("oracle_sidecar_reporter_overflow_total",
+     "RPCs the reporters did not count per method because of their series limit."),
+    ("oracle_sidecar_series_overflow_total",
+     "RPC series refused by this sidecar's series limit."),
+)
+GAUGES = (
+    ("oracle_sidecar_health_status", "gauge",
+     "1 for the Oracle's current health state, 0 for the others."),
+    ("oracle_sidecar_ready", "gauge", "1 when /ready answers 200."),
+    ("oracle_sidecar_last_push_age_seconds", "gauge",
+     "Seconds since the last push from any live reporting process (NaN when there is none)."),
+    ("oracle_sidecar_sources", "gauge", "Reporting processes, by freshness."),
+    ("oracle_sidecar_build_info", "info", "The sidecar's version."),
+)
+PROCESS = (
+    ("process_virtual_memory_bytes", "gauge", "Virtual memory size in bytes."),
+    ("process_resident_memory_bytes", "gauge", "Resident memory size in bytes."),
+    ("process_start_time_seconds", "gauge",
+     "Start time of the process since unix epoch in seconds."),
+    ("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds."),
+    ("process_open_fds", "gauge", "Number of open file descriptors."),
+    ("process_max_fds", "gauge", "Maximum number of open file descriptors."),
+)
 
 
-class _RpcCollector:
-    """The standard gRPC families plus the counters that change only with a push."""
+class _Format:
+    """The exposition in one format, with each RPC series' lines kept as bytes."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, om: bool) -> None:
+        self.om = om
+        self.counter = om_int if om else go_int  # a counter's spelling
+        self.float = om_float if om else go_float
+        self.heads = [header(n, k, h, om).encode() for n, k, h in RPC_FAMILIES]
+        self.bounds: tuple[float, ...] | None = None
+        self.series: dict[Key, tuple[Totals, tuple[bytes, ...]]] = {}
+        self.labels: dict[Key, str] = {}
+        self.order: list[Key] = []
+        self.rpc: tuple[tuple[int, bool], list[bytes]] | None = None
+        self._handled = {True: "", False: ""}  # by whether the values are small integers
+        self._hist = ""
 
-    def collect(self) -> Iterator[Metric]:
-        store = self.store
-        totals = {} if store.settling() else store.totals()
-        labels = ["grpc_type", "grpc_service", "grpc_method"]
-        started = CounterMetricFamily("grpc_server_started_total",
-                                      "RPCs started on the server.", labels=labels)
-        handled = CounterMetricFamily("grpc_server_handled_total",
-                                      "RPCs completed on the server, by status code.",
-                                      labels=[*labels, "grpc_code"])
-        seconds = HistogramMetricFamily("grpc_server_handling_seconds",
-                                        "Time the server took to handle RPCs.", labels=labels)
-        exceptions = CounterMetricFamily("oracle_sidecar_rpc_exceptions_total",
-                                         "Uncaught exceptions in RPC handlers, by type.",
-                                         labels=["grpc_service", "grpc_method", "exception"])
-        bounds = [go_float(b) for b in (store.buckets or protocol.DEFAULT_BUCKETS)]
-        for (service, method, rpc_type), t in sorted(totals.items()):
-            values = [rpc_type, service, method]
-            started.add_metric(values, t.started)
-            for code in protocol.CODES:
-                handled.add_metric([*values, code], t.codes.get(code, 0))
-            cumulative, buckets = 0, []
-            hist = t.hist or (0,) * (len(bounds) + 1)
-            for bound, n in zip([*bounds, "+Inf"], hist, strict=True):
-                cumulative += n
-                buckets.append((bound, cumulative))
-            seconds.add_metric(values, buckets, t.sum)
-            for name, n in sorted(t.exceptions.items()):
-                exceptions.add_metric([service, method, name], n)
-        yield started
-        yield handled
-        yield seconds
-        yield exceptions
-        yield from _messages(totals)
+    def set_bounds(self, bounds: tuple[float, ...]) -> None:
+        """Bucket bounds changed (or first seen): every series is written anew.
 
-        yield CounterMetricFamily("oracle_sidecar_messages_received_total",
-                                  "Datagrams received from reporters.", value=store.received)
-        rejected = CounterMetricFamily("oracle_sidecar_messages_rejected_total",
-                                       "Datagrams rejected, by reason.", labels=["reason"])
-        for reason, n in store.rejected.items():
-            rejected.add_metric([reason], n)
-        yield rejected
-        rows = CounterMetricFamily("oracle_sidecar_rows_rejected_total",
-                                   "Rows of accepted datagrams skipped, by reason.",
-                                   labels=["reason"])
-        for reason, n in store.rows_rejected.items():
-            rows.add_metric([reason], n)
-        yield rows
-        dropped, errors, overflow = store.reporter_counts()
-        yield CounterMetricFamily("oracle_sidecar_reporter_dropped_total",
-                                  "Datagrams the reporters gave up.", value=dropped)
-        yield CounterMetricFamily("oracle_sidecar_reporter_send_errors_total",
-                                  "Reporter sends that failed for a reason other than a full "
-                                  "queue (no sidecar, bad path).", value=errors)
-        yield CounterMetricFamily("oracle_sidecar_reporter_overflow_total",
-                                  "RPCs the reporters did not count per method because of "
-                                  "their series limit.", value=overflow)
-        yield CounterMetricFamily("oracle_sidecar_series_overflow_total",
-                                  "RPC series refused by this sidecar's series limit.",
-                                  value=len(store.overflow_keys))
+        Multi-line families are written with shared templates in which ``\\0`` stands for
+        the series' labels; small integers (below 10^6, which Go spells as plain integers) go
+        into them as they are, larger ones spelled first.
+        """
+        self.bounds = bounds
+        self.series.clear()
+        # ``le`` as Go's text format spells it in both formats: what Prometheus stores from a
+        # Go server (promhttp serves text unless told otherwise), so le="1" selects ours too.
+        les = [go_float(b) for b in bounds] + ["+Inf"]
+        self._handled = {
+            small: "".join(f'grpc_server_handled_total{{grpc_code="{code}",\0}} '
+                           f"%s{'.0' if small and self.om else ''}\n" for code in protocol.CODES)
+            for small in (True, False)}
+        self._hist = ("".join(f'grpc_server_handling_seconds_bucket{{\0,le="{le}"}} %s\n'
+                              for le in les)
+                      + "grpc_server_handling_seconds_count{\0} %s\n"
+                      + "grpc_server_handling_seconds_sum{\0} %s\n")
+
+    def write(self, key: Key, t: Totals) -> tuple[bytes, ...]:
+        """The lines of one series in each of the RPC_FAMILIES, in their order."""
+        labels = self.labels.get(key)
+        if labels is None:
+            service, method, rpc_type = map(escape_label, key)
+            labels = self.labels[key] = (f'grpc_method="{method}",grpc_service="{service}",'
+                                         f'grpc_type="{rpc_type}"')
+        codes = t.codes
+        handled: list[Any] = [codes.get(c, 0) for c in protocol.CODES]
+        assert self.bounds is not None
+        cumulative: list[Any] = (list(accumulate(t.hist)) if t.hist
+                                 else [0] * (len(self.bounds) + 1))
+        started: int | str
+        received: int | str
+        sent: int | str
+        started, received, sent = t.started, t.msg_received, t.msg_sent
+        small = (started < _SMALL and cumulative[-1] < _SMALL and received < _SMALL
+                 and sent < _SMALL and max(handled) < _SMALL)
+        suffix = ".0" if small and self.om else ""
+        if not small:
+            counter = self.counter
+            started, received, sent = counter(started), counter(received), counter(sent)
+            handled = [counter(n) for n in handled]
+            if not self.om:  # OpenMetrics writes histogram counts as integers
+                cumulative = [go_int(n) for n in cumulative]
+        if t.exceptions:
+            service, method, _ = key
+            where = (f'grpc_method="{escape_label(method)}",'
+                     f'grpc_service="{escape_label(service)}"')
+            exceptions = "".join(
+                f'oracle_sidecar_rpc_exceptions_total{{exception="{escape_label(name)}",'
+                f"{where}}} {self.counter(n)}\n"
+                for name, n in sorted(t.exceptions.items())).encode()
+        else:
+            exceptions = b""
+        return (f"grpc_server_started_total{{{labels}}} {started}{suffix}\n".encode(),
+                (self._handled[small] % tuple(handled)).replace("\0", labels).encode(),
+                (self._hist % (*cumulative, cumulative[-1], self.float(t.sum))
+                 ).replace("\0", labels).encode(),
+                exceptions,
+                f"grpc_server_msg_received_total{{{labels}}} {received}{suffix}\n".encode(),
+                f"grpc_server_msg_sent_total{{{labels}}} {sent}{suffix}\n".encode())
+
+    def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
+                   ) -> Generator[None, None, list[bytes]]:
+        """The RPC families for ``totals``, then ``tail``, as blocks of about BLOCK_BYTES;
+        yields between slices of about SLICE_SECONDS."""
+        if bounds != self.bounds:
+            self.set_bounds(bounds)
+        series = self.series
+        added = False
+        written = 0
+        deadline = time.perf_counter() + SLICE_SECONDS
+        for key, t in totals.items():
+            kept = series.get(key)
+            if kept is not None:
+                if kept[0] is t:
+                    continue
+                if kept[0] == t:  # the same figures in a new object (every push makes one)
+                    series[key] = (t, kept[1])
+                    continue
+            else:
+                added = True
+            series[key] = (t, self.write(key, t))
+            written += 1
+            if not written % 16 and time.perf_counter() > deadline:
+                yield
+                deadline = time.perf_counter() + SLICE_SECONDS
+        if added or len(series) != len(totals) or len(self.order) != len(totals):
+            for key in series.keys() - totals.keys():
+                del series[key]
+                self.labels.pop(key, None)
+            self.order = sorted(totals)
+            yield
+        chunks = [series[key][1] for key in self.order]
+        blocks: list[bytes] = []
+        pending: list[bytes] = []
+        size = 0
+        for i, head in enumerate(self.heads):
+            pending.append(head)
+            for c in chunks:
+                pending.append(c[i])
+                size += len(c[i])
+                if size >= BLOCK_BYTES:
+                    blocks.append(b"".join(pending))
+                    pending, size = [], 0
+                    if time.perf_counter() > deadline:
+                        yield
+                        deadline = time.perf_counter() + SLICE_SECONDS
+        pending.append(tail)
+        blocks.append(b"".join(pending))
+        return blocks
 
 
-# -- go-grpc-prometheus compatibility (issue 12): messages per method and Go's float spelling ----
+class _Process:
+    """The sidecar process's own figures, read from /proc as prometheus-client's
+    ProcessCollector reads them (same names, same meaning; none where /proc is missing)."""
 
-def _messages(totals: dict[Key, Totals]) -> Iterator[Metric]:
-    """grpc_server_msg_received_total / grpc_server_msg_sent_total, one series per method."""
-    labels = ["grpc_type", "grpc_service", "grpc_method"]
-    received = CounterMetricFamily("grpc_server_msg_received_total",
-                                   "RPC stream messages received on the server.", labels=labels)
-    sent = CounterMetricFamily("grpc_server_msg_sent_total",
-                               "gRPC stream messages sent by the server.", labels=labels)
-    for (service, method, rpc_type), t in sorted(totals.items()):
-        received.add_metric([rpc_type, service, method], t.msg_received)
-        sent.add_metric([rpc_type, service, method], t.msg_sent)
-    yield received
-    yield sent
+    def __init__(self) -> None:
+        self.ticks = float(os.sysconf("SC_CLK_TCK"))
+        self.pagesize = resource.getpagesize()
+        self.boot = 0.0
+        try:
+            with open("/proc/stat", "rb") as stat:
+                self.boot = next((float(line.split()[1]) for line in stat
+                                  if line.startswith(b"btime ")), 0.0)
+        except OSError:
+            pass
+
+    def read(self) -> list[tuple[str, float]]:
+        """(name, value) in the order ProcessCollector yields them."""
+        if not self.boot:
+            return []
+        out = []
+        try:
+            with open("/proc/self/stat", "rb") as stat:
+                parts = stat.read().split(b")")[-1].split()
+            out += [("process_virtual_memory_bytes", float(parts[20])),
+                    ("process_resident_memory_bytes", float(parts[21]) * self.pagesize),
+                    ("process_start_time_seconds", float(parts[19]) / self.ticks + self.boot),
+                    ("process_cpu_seconds_total",
+                     float(parts[11]) / self.ticks + float(parts[12]) / self.ticks)]
+        except OSError:
+            pass
+        try:
+            with open("/proc/self/limits", "rb") as limits:
+                soft = next(line.split()[3] for line in limits
+                            if line.startswith(b"Max open file"))
+            out += [("process_open_fds", float(len(os.listdir("/proc/self/fd")))),
+                    ("process_max_fds", math.inf if soft == b"unlimited" else float(soft))]
+        except (OSError, StopIteration):
+            pass
+        return out
 
 
-def go_float(value: float) -> str:
-    """``value`` as Go's strconv.FormatFloat(value, 'g', -1, 64) writes it: ``1``, ``0.005``,
-    ``2.5``, ``1e+06``; the spelling client_golang gives ``le``, so ``le="1"`` selects ours too."""
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == 0 or math.isnan(value):
-        return "0" if value == 0 else "NaN"
-    sign, digits, exponent = Decimal(repr(value)).normalize().as_tuple()
-    text = "".join(map(str, digits))
-    point = len(text) + int(exponent)  # the decimal point's place after the first digit
-    if point - 1 < -4 or point - 1 >= 6:  # shortest 'g' switches to %e past these
-        mantissa = text[0] + ("." + text[1:] if len(text) > 1 else "")
-        out = f"{mantissa}e{point - 1:+03d}"
-    elif point <= 0:
-        out = "0." + "0" * -point + text
-    elif point >= len(text):
-        out = text + "0" * (point - len(text))
-    else:
-        out = text[:point] + "." + text[point:]
-    return ("-" if sign else "") + out
-
-
-class _StateCollector:
-    """The figures that change with the clock, rendered on every scrape."""
-
-    def __init__(self, store: Store, ready: Any) -> None:
-        self.store = store
-        self.ready = ready
-
-    def collect(self) -> Iterator[Metric]:
-        store = self.store
-        status, _ = store.status()
-        health = GaugeMetricFamily("oracle_sidecar_health_status",
-                                   "1 for the Oracle's current health state, 0 for the others.",
-                                   labels=["status"])
-        for state in STATES:
-            health.add_metric([state], 1.0 if state == status else 0.0)
-        yield health
-        yield GaugeMetricFamily("oracle_sidecar_ready",
-                                "1 when /ready answers 200.", value=1.0 if self.ready() else 0.0)
-        age = store.last_push_age()
-        yield GaugeMetricFamily("oracle_sidecar_last_push_age_seconds",
-                                "Seconds since the last push from any live reporting process "
-                                "(NaN when there is none).",
-                                value=math.nan if age is None else age)
-        sources = GaugeMetricFamily("oracle_sidecar_sources",
-                                    "Reporting processes, by freshness.", labels=["state"])
-        fresh = sum(1 for s in store.sources.values() if store.is_fresh(s))
-        sources.add_metric(["fresh"], fresh)
-        sources.add_metric(["stale"], len(store.sources) - fresh)
-        yield sources
-        yield InfoMetricFamily("oracle_sidecar_build", "The sidecar's version.",
-                               value={"version": __version__,
-                                      "python": platform.python_version()})
+def drive(slices: Generator[None, None, Any]) -> Any:
+    """Run a sliced render to its end at once (where nothing else waits)."""
+    while True:
+        try:
+            next(slices)
+        except StopIteration as done:
+            return done.value
 
 
 class Exposition:
@@ -179,27 +270,91 @@ class Exposition:
 
     def __init__(self, store: Store, ready: Any = lambda: False) -> None:
         self.store = store
-        self._rpc = CollectorRegistry(auto_describe=False)
-        self._rpc.register(_RpcCollector(store))
-        self._state = CollectorRegistry(auto_describe=False)
-        self._state.register(_StateCollector(store, ready))
-        ProcessCollector(registry=self._state)
-        self._cache: dict[str, tuple[tuple[int, bool], bytes]] = {}
+        self.ready = ready
+        self._formats = {False: _Format(False), True: _Format(True)}
+        self._process = _Process()
+        build = (f'oracle_sidecar_build_info{{python="{escape_label(platform.python_version())}"'
+                 f',version="{escape_label(__version__)}"}}')
+        self._build = {om: f"{build} {'1.0' if om else '1'}\n" for om in (False, True)}
+        self._heads = {om: {n: header(n, k, h, om) for n, k, h in
+                            [*((n, "counter", h) for n, h in COUNTERS), *GAUGES, *PROCESS]}
+                       for om in (False, True)}
         # history: the finished intervals' points, by (start, end, rpc)
         self._history: dict[tuple[float, float, str | None], dict[str, Any]] = {}
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
-        """(body, content type) for a scrape with this Accept header."""
-        render, content_type = text_format.choose_encoder(accept or "")
-        om = content_type.startswith("application/openmetrics-text")
-        cached = self._cache.get(content_type)
-        version = (self.store.generation, self.store.settling())
-        if cached is None or cached[0] != version:
-            body = render(self._rpc)
-            if om:
-                body = body.removesuffix(b"# EOF\n")
-            cached = self._cache[content_type] = (version, body)
-        return cached[1] + render(self._state), content_type
+        """(body, content type) for a scrape with this Accept header, rendered at once."""
+        blocks, content_type = drive(self.metrics_slices(accept))
+        return b"".join(blocks), content_type
+
+    def metrics_slices(self, accept: str | None
+                       ) -> Generator[None, None, tuple[list[bytes], str]]:
+        """:meth:`metrics` as slices: yields whenever the caller may serve something else, and
+        returns the body as blocks of about BLOCK_BYTES, to be sent one after the other.
+
+        The totals are read once, at the start; pushes applied between slices are in the next
+        scrape. Renders must not overlap (the caller serialises them).
+        """
+        om, content_type = negotiate(accept)
+        fmt = self._formats[om]
+        store = self.store
+        generation = (store.generation, store.settling())
+        if fmt.rpc is None or fmt.rpc[0] != generation:
+            totals = {} if generation[1] else store.totals()
+            rpc = yield from fmt.render_rpc(totals, store.buckets or protocol.DEFAULT_BUCKETS,
+                                            self._counters(om).encode())
+            fmt.rpc = (generation, rpc)
+        return [*fmt.rpc[1], self._state(om).encode()], content_type
+
+    def _counters(self, om: bool) -> str:
+        """The sidecar's own counters (they change only with the store's generation)."""
+        store, heads = self.store, self._heads[om]
+        spell = om_int if om else go_int
+        dropped, errors, overflow = store.reporter_counts()
+        out = []
+        for name, value in (("oracle_sidecar_messages_received_total", store.received),
+                            ("oracle_sidecar_messages_rejected_total", store.rejected),
+                            ("oracle_sidecar_rows_rejected_total", store.rows_rejected),
+                            ("oracle_sidecar_reporter_dropped_total", dropped),
+                            ("oracle_sidecar_reporter_send_errors_total", errors),
+                            ("oracle_sidecar_reporter_overflow_total", overflow),
+                            ("oracle_sidecar_series_overflow_total", len(store.overflow_keys))):
+            out.append(heads[name])
+            if isinstance(value, dict):  # by reason, every reason from the start
+                out.extend(f'{name}{{reason="{escape_label(reason)}"}} {spell(n)}\n'
+                           for reason, n in value.items())
+            else:
+                out.append(f"{name} {spell(value)}\n")
+        return "".join(out)
+
+    def _state(self, om: bool) -> str:
+        """The figures that change with the clock, written on every scrape."""
+        store, heads = self.store, self._heads[om]
+        spell = om_float if om else go_float
+        one, zero = spell(1.0), spell(0.0)
+        status, _ = store.status()
+        out = [heads["oracle_sidecar_health_status"]]
+        out.extend(f'oracle_sidecar_health_status{{status="{state}"}} '
+                   f"{one if state == status else zero}\n" for state in STATES)
+        out.append(heads["oracle_sidecar_ready"])
+        out.append(f"oracle_sidecar_ready {one if self.ready() else zero}\n")
+        age = store.last_push_age()
+        out.append(heads["oracle_sidecar_last_push_age_seconds"])
+        out.append(f"oracle_sidecar_last_push_age_seconds "
+                   f"{spell(math.nan if age is None else age)}\n")
+        fresh = sum(1 for s in store.sources.values() if store.is_fresh(s))
+        out.append(heads["oracle_sidecar_sources"])
+        out.append(f'oracle_sidecar_sources{{state="fresh"}} {spell(fresh)}\n'
+                   f'oracle_sidecar_sources{{state="stale"}} {spell(len(store.sources) - fresh)}'
+                   "\n")
+        out.append(heads["oracle_sidecar_build_info"])
+        out.append(self._build[om])
+        for name, value in self._process.read():
+            out.append(heads[name])
+            out.append(f"{name} {spell(value)}\n")
+        if om:
+            out.append(EOF)
+        return "".join(out)
 
     # -- JSON ---------------------------------------------------------------------------------
 

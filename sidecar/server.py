@@ -12,12 +12,15 @@ import argparse
 import asyncio
 import contextlib
 import errno
+import gc
 import json
 import logging
 import os
+import signal
 import socket
 import stat
-from collections.abc import AsyncIterator, Awaitable, Callable
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +38,7 @@ from sidecar.web import serve_until_signal
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
 log = logging.getLogger("sidecar.server")
+CHILD_NICE = 10  # the child that builds a JSON document yields the CPU to the loop
 
 
 @dataclass(frozen=True)
@@ -258,15 +262,85 @@ def readiness(app: web.Application) -> tuple[bool, str]:
     return True, reason
 
 
-async def metrics(request: web.Request) -> web.Response:
+async def metrics(request: web.Request) -> web.StreamResponse:
     accept = request.headers.get("Accept", "")
     if request.query.get("format") == "json" or (
             "application/json" in accept and "text/plain" not in accept):
         return await snapshot(request)
-    body, content_type = request.app[EXPOSITION].metrics(accept)
-    response = web.Response(body=body)
-    response.headers["Content-Type"] = content_type
+    app = request.app
+    async with app[STATE]["render_lock"]:  # one render at a time; the next reuses its bytes
+        slices = app[EXPOSITION].metrics_slices(accept)
+        while True:
+            try:
+                next(slices)
+            except StopIteration as done:
+                blocks, content_type = done.value
+                break
+            await asyncio.sleep(0)  # between slices, the loop answers probes and pushes
+    if len(blocks) == 1:
+        return web.Response(body=blocks[0], headers={"Content-Type": content_type})
+    # Block by block, so that no write copies megabytes at once; each waits for the client.
+    response = web.StreamResponse(headers={"Content-Type": content_type})
+    response.content_length = sum(map(len, blocks))
+    await response.prepare(request)
+    for block in blocks:
+        await response.write(block)
+    await response.write_eof()
     return response
+
+
+async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> web.Response:
+    """A JSON document built by a forked child, from the store as it is at the fork.
+
+    Building and encoding the document is pure Python, hundreds of milliseconds for thousands
+    of series: on the loop it would hold up every probe, and in a thread it would take the GIL
+    from the loop just as well. A child shares no GIL with the loop, runs at a lower priority
+    than the loop, and the fork itself is the consistent copy of the store (copy on write).
+    """
+    async with app[STATE]["json_lock"]:  # one child at a time
+        read_fd, write_fd = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError as err:  # no process to spare: answer all the same, on the loop
+            os.close(read_fd)
+            os.close(write_fd)
+            log.warning("cannot fork to build a JSON document (%s); building it here", err)
+            return web.Response(text="".join(_json_pieces(make(Exposition(app[STORE])))),
+                                content_type="application/json")
+        if pid == 0:  # the child: write the document and leave, running nothing else
+            status = 1
+            try:
+                signal.set_wakeup_fd(-1)  # the loop's signal pipe is the parent's
+                os.close(read_fd)
+                os.nice(CHILD_NICE)
+                data = "".join(_json_pieces(make(Exposition(app[STORE])))).encode()
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(write_fd, view):]
+                status = 0
+            except BaseException:
+                traceback.print_exc()  # to the sidecar's stderr; the parent answers 500
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        reader = asyncio.StreamReader(limit=2**31)
+        loop = asyncio.get_running_loop()
+        try:
+            transport, _ = await loop.connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
+            try:
+                data = await reader.read()
+            finally:
+                transport.close()
+        except BaseException:  # the client went away (cancelled), or the pipe failed
+            os.kill(pid, signal.SIGKILL)
+            raise
+        finally:
+            _, status = os.waitpid(pid, 0)  # the pipe is closed: it has written and is exiting
+    if status != 0:
+        log.error("building a JSON document failed in its child (status %d)", status)
+        raise web.HTTPInternalServerError(reason="building the JSON document failed")
+    return web.Response(body=data, content_type="application/json")
 
 
 def _health_doc(app: web.Application) -> dict[str, Any]:
@@ -295,16 +369,41 @@ async def livez(request: web.Request) -> web.Response:
     return _json({"alive": True, "version": __version__})
 
 
+def _json_pieces(value: Any) -> Iterator[str]:
+    """Compact JSON text of ``value`` in pieces: large lists and objects member by member.
+
+    ``json.dumps`` holds the GIL for the whole document (tens of milliseconds for thousands
+    of series), and the loop would wait for it; between pieces the GIL changes hands.
+    """
+    if isinstance(value, list) and len(value) > 8:
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _json_pieces(item)
+        yield "]"
+    elif isinstance(value, dict) and (len(value) > 8 or any(
+            isinstance(v, list | dict) and len(v) > 8 for v in value.values())):
+        yield "{"
+        for i, (key, item) in enumerate(value.items()):
+            yield f'{"," if i else ""}{json.dumps(key)}:'
+            yield from _json_pieces(item)
+        yield "}"
+    else:
+        yield json.dumps(value, separators=(",", ":"))
+
+
 async def snapshot(request: web.Request) -> web.Response:
     app = request.app
-    return _json(app[EXPOSITION].snapshot(_health_doc(app)))
+    health = _health_doc(app)
+    return await _off_loop(app, lambda exposition: exposition.snapshot(health))
 
 
 async def history(request: web.Request) -> web.Response:
     rpc = request.query.get("rpc")
     if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1 or "/" not in rpc):
         raise web.HTTPBadRequest(reason="rpc must be Service/Method")
-    return _json(request.app[EXPOSITION].history(rpc))
+    return await _off_loop(request.app, lambda exposition: exposition.history(rpc))
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -314,11 +413,14 @@ async def openapi(request: web.Request) -> web.Response:
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
-    # What a previous sidecar on this socket knew, read back before the first datagram.
     state_file = StateFile(settings.socket, store)
-    state_file.load()
     receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
-    await receiver.open()
+    await receiver.open()  # an unusable socket directory fails here, in one line
+    # What a previous sidecar on this socket knew, read back before the first datagram is read
+    # (open() has not yielded to the loop, so none has been).
+    state_file.load()
+    gc.collect()
+    gc.freeze()  # what start-up made (and the state read back) lives as long as the process
     state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
@@ -369,7 +471,8 @@ def create_app(settings: Settings, store: Store | None = None) -> web.Applicatio
     app = web.Application(middlewares=[_json_errors], client_max_size=1024)
     app[SETTINGS] = settings
     app[STORE] = store
-    app[STATE] = {"draining": False, "grpc_serving": None}
+    app[STATE] = {"draining": False, "grpc_serving": None, "render_lock": asyncio.Lock(),
+                  "json_lock": asyncio.Lock()}
     app[EXPOSITION] = Exposition(store, ready=lambda: readiness(app)[0])
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/health", health)
