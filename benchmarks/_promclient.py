@@ -25,7 +25,8 @@ from prometheus_client.core import (
 from prometheus_client.utils import floatToGoString
 
 from sidecar import __version__, protocol
-from sidecar.exposition import RPC_FAMILIES, STATES
+from sidecar.documents import HEALTH_STATES as STATES
+from sidecar.exposition import RPC_FAMILIES
 from sidecar.store import Store
 
 __all__ = ["Reference"]
@@ -150,7 +151,7 @@ class Reference:
         render, content_type = text_format.choose_encoder(accept or "")
         om = content_type.startswith("application/openmetrics-text")
         cached = self._cache.get(content_type)
-        version = (self.store.version, self.store.settling())
+        version = (self.store.generation, self.store.settling())
         if cached is None or cached[0] != version:
             body = render(self._rpc)
             if om:

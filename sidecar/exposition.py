@@ -18,9 +18,24 @@ import resource
 import time
 from collections.abc import Generator
 from itertools import accumulate
-from typing import Any
+from typing import Any, cast
 
-from sidecar import __version__, fine, protocol
+from sidecar import __version__, protocol
+from sidecar.documents import (
+    ALL,
+    HEALTH_STATES,
+    WINDOWS,
+    Health,
+    HealthState,
+    History,
+    Point,
+    ReportedState,
+    RpcFigures,
+    RpcType,
+    Snapshot,
+    Window,
+    Windows,
+)
 from sidecar.promtext import (
     EOF,
     escape_label,
@@ -31,13 +46,11 @@ from sidecar.promtext import (
     om_float,
     om_int,
 )
-from sidecar.stats import Totals, add_all, complete_fine, delta, summarise
+from sidecar.stats import Totals, add_all, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition", "drive"]
 
-WINDOWS = {"1m": 60.0, "5m": 300.0, "1h": 3600.0}
-STATES = ("healthy", "degraded", "down", "unknown")
 SLICE_SECONDS = 0.002  # a render yields to the event loop at least this often
 BLOCK_BYTES = 256 * 1024  # the body is kept and sent in blocks of about this size
 _SMALL = 1_000_000  # below this, Go spells an integral float64 as the integer itself
@@ -280,7 +293,7 @@ class Exposition:
                             [*((n, "counter", h) for n, h in COUNTERS), *GAUGES, *PROCESS]}
                        for om in (False, True)}
         # history: the finished intervals' points, by (start, end, rpc)
-        self._history: dict[tuple[float, float, str | None], dict[str, Any]] = {}
+        self._history: dict[tuple[float, float, str | None], Point] = {}
 
     def metrics(self, accept: str | None) -> tuple[bytes, str]:
         """(body, content type) for a scrape with this Accept header, rendered at once."""
@@ -335,7 +348,7 @@ class Exposition:
         status, _ = store.status()
         out = [heads["oracle_sidecar_health_status"]]
         out.extend(f'oracle_sidecar_health_status{{status="{state}"}} '
-                   f"{one if state == status else zero}\n" for state in STATES)
+                   f"{one if state == status else zero}\n" for state in HEALTH_STATES)
         out.append(heads["oracle_sidecar_ready"])
         out.append(f"oracle_sidecar_ready {one if self.ready() else zero}\n")
         age = store.last_push_age()
@@ -358,7 +371,7 @@ class Exposition:
 
     # -- JSON ---------------------------------------------------------------------------------
 
-    def health(self, ready: bool, reason: str) -> dict[str, Any]:
+    def health(self, ready: bool, reason: str) -> Health:
         """The /health document."""
         store = self.store
         status, why = store.status()
@@ -370,7 +383,7 @@ class Exposition:
             checks.update(s.checks)
         age = store.last_push_age()
         return {
-            "status": status,
+            "status": cast(HealthState, status),
             "reason": why,
             "ready": ready,
             "ready_reason": reason,
@@ -384,7 +397,7 @@ class Exposition:
             "sources": [
                 {
                     "id": s.id, "pid": s.pid, "service": s.service, "version": s.version,
-                    "started": s.started, "seq": s.seq, "status": s.health,
+                    "started": s.started, "seq": s.seq, "status": cast(ReportedState, s.health),
                     "checks": s.checks, "fresh": store.is_fresh(s),
                     "last_push_age_seconds": round(now - s.last_push, 3),
                     "dropped": s.dropped, "send_errors": s.send_errors,
@@ -393,17 +406,18 @@ class Exposition:
             ],
         }
 
-    def snapshot(self, health: dict[str, Any]) -> dict[str, Any]:
+    def snapshot(self, health: Health) -> Snapshot:
         """The /api/v1/snapshot document: per-RPC figures for every window, and health."""
         store = self.store
         bounds = store.buckets or protocol.DEFAULT_BUCKETS
         totals = store.totals()
-        windows: dict[str, Any] = {}
+        found: dict[str, Window] = {}
         for name, seconds in WINDOWS.items():
             covered, before, now = store.window(seconds)
-            windows[name] = self._window(covered, bounds, totals, now, before, seconds)
+            found[name] = self._window(covered, bounds, totals, now, before, seconds)
         uptime = store.clock() - store.started
-        windows["all"] = self._window(uptime, bounds, totals, totals, {}, None)
+        found[ALL] = self._window(uptime, bounds, totals, totals, {}, None)
+        windows = cast(Windows, found)  # every name of WINDOWS, and ALL
         errors_by_rpc = {
             f"{k[0]}/{k[1]}": {c: n for c, n in sorted(t.codes.items()) if c != "OK"}
             for k, t in sorted(totals.items()) if t.handled - t.codes.get("OK", 0)
@@ -425,26 +439,25 @@ class Exposition:
     @staticmethod
     def _window(covered: float, bounds: tuple[float, ...], totals: dict[Key, Totals],
                 now: dict[Key, Totals], before: dict[Key, Totals], seconds: float | None
-                ) -> dict[str, Any]:
-        rpcs = []
+                ) -> Window:
+        rpcs: list[RpcFigures] = []
         deltas = []
         for key in sorted(now):
             d = delta(now[key], before.get(key))
             deltas.append(d)
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
-            rpcs.append({"service": key[0], "method": key[1], "type": key[2], **row,
-                         "fine": fine.to_json(complete_fine(d))})
+            rpcs.append({"service": key[0], "method": key[1], "type": cast(RpcType, key[2]),
+                         **row})
         summed = add_all(deltas)
         largest = max((t.max for t in totals.values()), default=0.0)
         return {
             "seconds": seconds,
             "covered_seconds": round(covered, 3),
-            "totals": {**summarise(summed, bounds, covered, largest),
-                       "fine": fine.to_json(complete_fine(summed))},
+            "totals": summarise(summed, bounds, covered, largest),
             "rpcs": rpcs,
         }
 
-    def history(self, rpc: str | None = None) -> dict[str, Any]:
+    def history(self, rpc: str | None = None) -> History:
         """The /api/v1/history document: one point per ring interval over the last hour.
 
         Each point holds the figures of the interval that ends at its time, summed over RPCs,
@@ -470,7 +483,7 @@ class Exposition:
                 sums[i] = pick(ring[i][2])
             return sums[i]
 
-        points = []
+        points: list[Point] = []
         for i in range(1, len(ring)):
             (t0, _, _), (t1, wall, _) = ring[i - 1], ring[i]
             key = (t0, t1, rpc)
@@ -483,7 +496,7 @@ class Exposition:
                     "time": round(wall, 3), "seconds": round(t1 - t0, 3), "count": s["count"],
                     "errors": s["errors"], "rate_per_second": s["rate_per_second"],
                     "error_rate_percent": s["error_rate_percent"], "p95_ms": s["p95_ms"],
-                    "max_ms": s["max_ms"], "fine": fine.to_json(complete_fine(d)),
+                    "max_ms": s["max_ms"], "fine": s["fine"],
                 }
                 if i < kept:
                     cache[key] = point

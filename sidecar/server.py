@@ -20,20 +20,21 @@ import signal
 import socket
 import stat
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from sidecar import __version__, options, protocol
+from sidecar.documents import Health
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.persist import StateFile
 from sidecar.protocol import DEFAULT_SOCKET
 from sidecar.store import Store
-from sidecar.web import serve_until_signal
+from sidecar.web import check_rpc, guard, json_response, livez, serve_until_signal
 
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
@@ -220,31 +221,6 @@ SETTINGS = web.AppKey("settings", Settings)
 STATE = web.AppKey("state", dict)  # draining, grpc_serving, receiver
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(text=json.dumps(body, separators=(",", ":")), status=status,
-                        content_type="application/json")
-
-
-@web.middleware
-async def _json_errors(request: web.Request,
-                       handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                       ) -> web.StreamResponse:
-    """404, 405 and every other HTTP error as a small JSON document."""
-    try:
-        return await handler(request)
-    except web.HTTPException as err:
-        if err.status < 400:
-            raise
-        body = {"error": err.reason, "status": err.status, "path": request.path}
-        if err.status == 404:
-            body["endpoints"] = ["/metrics", "/health", "/ready", "/livez", "/api/v1/snapshot",
-                                 "/api/v1/history", "/openapi.json"]
-        response = _json(body, err.status)
-        if err.status == 405:
-            response.headers["Allow"] = err.headers.get("Allow", "GET, HEAD")
-        return response
-
-
 def readiness(app: web.Application) -> tuple[bool, str]:
     """Whether kubelet should send traffic to this pod, and why (not)."""
     state = app[STATE]
@@ -343,7 +319,7 @@ async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> 
     return web.Response(body=data, content_type="application/json")
 
 
-def _health_doc(app: web.Application) -> dict[str, Any]:
+def _health_doc(app: web.Application) -> Health:
     ready, reason = readiness(app)
     doc = app[EXPOSITION].health(ready, reason)
     receiver: Receiver | None = app[STATE].get("receiver")
@@ -353,20 +329,19 @@ def _health_doc(app: web.Application) -> dict[str, Any]:
 
 
 async def health(request: web.Request) -> web.Response:
-    return _json(_health_doc(request.app))
+    return json_response(_health_doc(request.app))
 
 
 async def ready(request: web.Request) -> web.Response:
     ok, reason = readiness(request.app)
     status, _ = request.app[STORE].status()
-    return _json({"ready": ok, "status": status, "reason": reason}, 200 if ok else 503)
+    return json_response({"ready": ok, "status": status, "reason": reason}, 200 if ok else 503)
 
 
-async def livez(request: web.Request) -> web.Response:
-    task: asyncio.Task[None] | None = request.app[STATE].get("ticker")
-    if task is None or task.done():
-        return _json({"alive": False, "reason": "the sidecar's background loop has stopped"}, 503)
-    return _json({"alive": True, "version": __version__})
+def _loop_stopped(app: web.Application) -> str | None:
+    """Why /livez fails: the background loop (pruning, the socket check) has stopped."""
+    task: asyncio.Task[None] | None = app[STATE].get("ticker")
+    return "the sidecar's background loop has stopped" if task is None or task.done() else None
 
 
 def _json_pieces(value: Any) -> Iterator[str]:
@@ -401,8 +376,8 @@ async def snapshot(request: web.Request) -> web.Response:
 
 async def history(request: web.Request) -> web.Response:
     rpc = request.query.get("rpc")
-    if rpc is not None and (not rpc or len(rpc) > 2 * protocol.MAX_NAME + 1 or "/" not in rpc):
-        raise web.HTTPBadRequest(reason="rpc must be Service/Method")
+    if rpc is not None:
+        check_rpc(rpc)
     return await _off_loop(request.app, lambda exposition: exposition.history(rpc))
 
 
@@ -468,19 +443,19 @@ async def _grpc_health(target: str) -> bool | str:
 def create_app(settings: Settings, store: Store | None = None) -> web.Application:
     """The :9090 application; the receiver starts with it and stops with it."""
     store = store or Store(settings.stale_after, settings.expire_after, settings.max_series)
-    app = web.Application(middlewares=[_json_errors], client_max_size=1024)
+    app = web.Application(middlewares=[guard(log, "sidecar")], client_max_size=1024)
     app[SETTINGS] = settings
     app[STORE] = store
     app[STATE] = {"draining": False, "grpc_serving": None, "render_lock": asyncio.Lock(),
                   "json_lock": asyncio.Lock()}
     app[EXPOSITION] = Exposition(store, ready=lambda: readiness(app)[0])
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/health", health)
-    app.router.add_get("/ready", ready)
-    app.router.add_get("/livez", livez)
-    app.router.add_get("/api/v1/snapshot", snapshot)
-    app.router.add_get("/api/v1/history", history)
-    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/metrics", metrics, name="metrics")
+    app.router.add_get("/health", health, name="health")
+    app.router.add_get("/ready", ready, name="ready")
+    app.router.add_get("/livez", livez(_loop_stopped), name="livez")
+    app.router.add_get("/api/v1/snapshot", snapshot, name="snapshot")
+    app.router.add_get("/api/v1/history", history, name="history")
+    app.router.add_get("/openapi.json", openapi, name="openapi")
     app.cleanup_ctx.append(_background)
     return app
 
