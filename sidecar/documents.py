@@ -18,6 +18,7 @@ import typing
 from typing import Any, Literal, NotRequired, TypedDict, Union, get_args, get_origin
 
 __all__ = [
+    "ALL",
     "HEALTH_STATES",
     "MAX_TEXT",
     "WINDOWS",
