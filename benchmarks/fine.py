@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from benchmarks.isolated import record_loop
 from benchmarks.procs import ROOT
 from benchmarks.report import Section, spread, table
 from sidecar import protocol
@@ -52,21 +53,6 @@ def reporter(variant: str, methods: list[str] = FULL, socket_path: str = "/nonex
         rep._n_record = len(rep.buckets) + 1
         rep._reset_state()
     return rep
-
-
-def record_loop(rep: Any) -> Callable[[int], None]:
-    def run(n: int) -> None:
-        methods, series_of, observe = FULL, rep.series, rep.observe
-        for i in range(n):  # what ServerInterceptor does around the handler
-            s = series_of(methods[i & 7])
-            if s is None:
-                continue
-            s.started += 1
-            t0 = perf()
-            elapsed = perf() - t0
-            observe(s, elapsed)
-
-    return run
 
 
 def traffic(rep: Any, calls: int, seed: int = 1, methods: list[str] = FULL,

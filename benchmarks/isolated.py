@@ -110,7 +110,12 @@ def _reporter(ctx: Any) -> Any:
 
 
 def make_reporter(ctx: Any) -> Callable[[int], None]:
-    rep = _reporter(ctx)
+    return record_loop(_reporter(ctx))
+
+
+def record_loop(rep: Any) -> Callable[[int], None]:
+    """The reporter's record path for ``n`` RPCs over the Oracle's 8 methods (also used by
+    benchmarks.fine on its two record-path variants)."""
 
     def run(n: int) -> None:
         methods, series_of, observe = FULL, rep.series, rep.observe
