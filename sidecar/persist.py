@@ -6,13 +6,15 @@ last sequence number and counts, the retired sources (so one that comes back is 
 twice), the histogram bounds and the last departure. Written atomically (a temporary file
 renamed over the old one) when a source appears or retires (at most every ``MIN_GAP`` seconds,
 and never more than ``SAVE_SHARE`` of the time), and otherwise at most every ``SAVE_EVERY``
-seconds when something changed; read back once at start. A file that cannot be
+seconds when something changed; read back once at start. On the sidecar's event loop the
+state is written by a forked child (:meth:`StateFile.start_if_due`). A file that cannot be
 read, is corrupt, or belongs to something else is ignored with one WARNING and replaced by the
 next save.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -22,7 +24,7 @@ import time
 from dataclasses import fields
 from typing import Any
 
-from sidecar import fine
+from sidecar import fine, forked
 from sidecar.stats import Totals
 from sidecar.store import Departure, Key, Source, Store
 
@@ -267,6 +269,7 @@ class StateFile:
         self.problem: str | None = None
         self.saves = 0
         self.last_cost = 0.0  # seconds the last save took
+        self._saving: asyncio.Future[bool] | None = None
 
     def load(self) -> bool:
         """Restore the store from the file; False (one WARNING) when it cannot be used."""
@@ -298,36 +301,67 @@ class StateFile:
         return store.generation != self.saved_generation and (since is None or since >= SAVE_EVERY)
 
     def maybe_save(self) -> None:
+        """Save here and now when a save is due (where no event loop runs: tests, tools)."""
         if self.due():
             self.save()
 
+    def start_if_due(self) -> None:
+        """On the event loop: when a save is due and none is running, start one in a forked
+        child (:mod:`sidecar.forked`), so that the loop never waits for the JSON encoding."""
+        if (self._saving is None or self._saving.done()) and self.due():
+            self._saving = asyncio.ensure_future(self.save_in_child())
+
+    async def close(self) -> None:
+        """Wait for a save in progress, then save the final state here (at shutdown)."""
+        if self._saving is not None:
+            with contextlib.suppress(Exception):
+                await self._saving
+        self.save()
+
     def save(self) -> bool:
         """Write the state now (temporary file, then rename); False with one WARNING if not."""
-        store = self.store
-        t0 = time.perf_counter()
+        marks, t0 = (self.store.changes, self.store.generation), time.perf_counter()
+        return self._saved(self._write(), time.perf_counter() - t0, marks)
+
+    async def save_in_child(self) -> bool:
+        """:meth:`save`, with the state dumped and written by a forked child."""
+        marks, t0 = (self.store.changes, self.store.generation), time.perf_counter()
+        try:  # the fork is made before the first await: the child writes the state of ``marks``
+            problem = (await forked.run(lambda: (self._write() or "").encode())).decode() or None
+        except forked.ChildFailed as err:
+            problem = f"cannot write the state file {self.path}: {err}"
+        return self._saved(problem, time.perf_counter() - t0, marks)
+
+    def _write(self) -> str | None:
+        """Dump the store and write it to the file; what went wrong, or None."""
         tmp = self.path + ".tmp"  # one sidecar per socket: the bound socket guarantees it
         try:
-            body = json.dumps(dump(store, self.socket_path), separators=(",", ":"))
+            body = json.dumps(dump(self.store, self.socket_path), separators=(",", ":"))
             # Never through a symlink someone with access to the directory planted.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
             with open(fd, "w", encoding="utf-8") as f:
                 f.write(body)
             os.replace(tmp, self.path)
         except (OSError, ValueError) as err:
-            problem = f"cannot write the state file {self.path}: " + (
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            return f"cannot write the state file {self.path}: " + (
                 err.strerror or str(err) if isinstance(err, OSError) else str(err))
+        return None
+
+    def _saved(self, problem: str | None, cost: float, marks: tuple[int, int]) -> bool:
+        """Note how a save of the state at ``marks`` (changes, generation) went."""
+        store = self.store
+        self.saved_at = store.clock()  # after a failure: retried after MIN_GAP / SAVE_EVERY
+        if problem is not None:
             if problem != self.problem:
                 log.warning("%s; a sidecar restart would start counting afresh", problem)
             self.problem = problem
-            self.saved_at = store.clock()  # retried after MIN_GAP / SAVE_EVERY, not per datagram
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
             return False
         if self.problem:
             log.info("state file written again", extra={"state_file": self.path})
         self.problem = None
-        self.last_cost = time.perf_counter() - t0
-        self.saved_at = store.clock()
-        self.saved_changes, self.saved_generation = store.changes, store.generation
+        self.last_cost = cost
+        self.saved_changes, self.saved_generation = marks
         self.saves += 1
         return True

@@ -16,17 +16,16 @@ import gc
 import json
 import logging
 import os
-import signal
 import socket
 import stat
-import traceback
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from sidecar import __version__, options, protocol
+from sidecar import __version__, forked, options, protocol
 from sidecar.documents import Health
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
@@ -39,7 +38,6 @@ from sidecar.web import check_rpc, guard, json_response, livez, serve_until_sign
 __all__ = ["Settings", "SocketError", "bind_socket", "configure", "create_app", "run"]
 
 log = logging.getLogger("sidecar.server")
-CHILD_NICE = 10  # the child that builds a JSON document yields the CPU to the loop
 
 
 @dataclass(frozen=True)
@@ -123,11 +121,13 @@ class Receiver:
 
     Reads go straight into one reusable buffer with ``MSG_TRUNC``, so that a datagram's true
     size is known even when it is over the limit (reported as it is) and no 64 KiB buffer is
-    allocated per datagram; a wake-up drains up to READ_BATCH datagrams before HTTP gets the
-    loop back.
+    allocated per datagram. A wake-up applies datagrams for at most READ_SECONDS (and at most
+    READ_BATCH of them), then gives the loop back to HTTP: the rest wait in the socket's
+    buffer (4 MiB) and are read at the loop's next turn.
     """
 
     READ_BATCH = 64
+    READ_SECONDS = 0.002
 
     def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -149,6 +149,7 @@ class Receiver:
         sock, store, view = self.sock, self.store, self._view
         if sock is None:
             return
+        deadline = time.perf_counter() + self.READ_SECONDS
         for _ in range(self.READ_BATCH):
             try:
                 size = sock.recv_into(self._buffer, 0, socket.MSG_TRUNC)
@@ -166,6 +167,8 @@ class Receiver:
             except Exception:  # a bug must not stop the receiver; the datagram is counted lost
                 store.rejected["bad_field"] += 1
                 log.exception("failed to apply a datagram")
+            if time.perf_counter() > deadline:
+                break
         if self.after is not None:
             try:
                 self.after()
@@ -266,56 +269,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
 
 
 async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> web.Response:
-    """A JSON document built by a forked child, from the store as it is at the fork.
-
-    Building and encoding the document is pure Python, hundreds of milliseconds for thousands
-    of series: on the loop it would hold up every probe, and in a thread it would take the GIL
-    from the loop just as well. A child shares no GIL with the loop, runs at a lower priority
-    than the loop, and the fork itself is the consistent copy of the store (copy on write).
-    """
+    """A JSON document built by a forked child (:mod:`sidecar.forked`), from the store as it
+    is at the fork."""
     async with app[STATE]["json_lock"]:  # one child at a time
-        read_fd, write_fd = os.pipe()
         try:
-            pid = os.fork()
-        except OSError as err:  # no process to spare: answer all the same, on the loop
-            os.close(read_fd)
-            os.close(write_fd)
-            log.warning("cannot fork to build a JSON document (%s); building it here", err)
-            return web.Response(text="".join(_json_pieces(make(Exposition(app[STORE])))),
-                                content_type="application/json")
-        if pid == 0:  # the child: write the document and leave, running nothing else
-            status = 1
-            try:
-                signal.set_wakeup_fd(-1)  # the loop's signal pipe is the parent's
-                os.close(read_fd)
-                os.nice(CHILD_NICE)
-                data = "".join(_json_pieces(make(Exposition(app[STORE])))).encode()
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(write_fd, view):]
-                status = 0
-            except BaseException:
-                traceback.print_exc()  # to the sidecar's stderr; the parent answers 500
-            finally:
-                os._exit(status)
-        os.close(write_fd)
-        reader = asyncio.StreamReader(limit=2**31)
-        loop = asyncio.get_running_loop()
-        try:
-            transport, _ = await loop.connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", 0))
-            try:
-                data = await reader.read()
-            finally:
-                transport.close()
-        except BaseException:  # the client went away (cancelled), or the pipe failed
-            os.kill(pid, signal.SIGKILL)
-            raise
-        finally:
-            _, status = os.waitpid(pid, 0)  # the pipe is closed: it has written and is exiting
-    if status != 0:
-        log.error("building a JSON document failed in its child (status %d)", status)
-        raise web.HTTPInternalServerError(reason="building the JSON document failed")
+            data = await forked.run(
+                lambda: "".join(_json_pieces(make(Exposition(app[STORE])))).encode())
+        except forked.ChildFailed as err:
+            log.error("building a JSON document failed: %s", err)
+            raise web.HTTPInternalServerError(reason="building the JSON document failed") from err
     return web.Response(body=data, content_type="application/json")
 
 
@@ -389,7 +351,7 @@ async def openapi(request: web.Request) -> web.Response:
 async def _background(app: web.Application) -> AsyncIterator[None]:
     settings, store, state = app[SETTINGS], app[STORE], app[STATE]
     state_file = StateFile(settings.socket, store)
-    receiver = Receiver(settings.socket, store, after=state_file.maybe_save)
+    receiver = Receiver(settings.socket, store, after=state_file.start_if_due)
     await receiver.open()  # an unusable socket directory fails here, in one line
     # What a previous sidecar on this socket knew, read back before the first datagram is read
     # (open() has not yielded to the loop, so none has been).
@@ -405,7 +367,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
             try:
                 store.tick()
-                state_file.maybe_save()
+                state_file.start_if_due()
                 await receiver.check()
                 if settings.grpc_health_target:
                     state["grpc_serving"] = await _grpc_health(settings.grpc_health_target)
@@ -418,7 +380,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(asyncio.CancelledError):
         await state["ticker"]
     receiver.close()
-    state_file.save()
+    await state_file.close()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)

@@ -8,6 +8,7 @@ restarted sidecar cannot learn again.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from bisect import bisect_left
@@ -365,6 +366,55 @@ def test_save_does_not_follow_a_symlink_planted_at_its_temporary_file(tmp_path: 
     assert not state.save()
     assert victim.read_text() == "untouched"
     assert state.problem is not None and state.path in state.problem
+
+
+async def test_on_the_loop_a_forked_child_writes_the_state_as_it_was_at_the_start(
+        tmp_path: Path) -> None:
+    """start_if_due: a child writes the state of the fork's instant; pushes after it wait for
+    the next save; close() waits for the child, then writes the final state."""
+    s, clocks = make()
+    p = Proc(clocks, "a", 1)
+    p.push(s, 5)
+    state = persist.StateFile(str(tmp_path / "metrics.sock"), s)
+    assert await state.save_in_child()
+    on_disk = json.loads(Path(state.path).read_text())
+    assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 5}
+    assert (state.saved_changes, state.saved_generation) == (s.changes, s.generation)
+    p.push(s, 2)
+    saving = asyncio.ensure_future(state.save_in_child())
+    await asyncio.sleep(0)  # the task's first step forks the child
+    p.push(s, 3)  # after the fork: not in this save
+    assert await saving
+    on_disk = json.loads(Path(state.path).read_text())
+    assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 7}
+    assert state.saved_generation < s.generation  # the push after the fork: still to save
+    clocks.advance(persist.SAVE_EVERY)
+    state.start_if_due()
+    state.start_if_due()  # one save at a time
+    p.push(s, 4)
+    await state.close()  # waits for the child, then saves the final state here
+    assert state.saves == 4 and not Path(state.path + ".tmp").exists()
+    restored, _ = restarted(s, clocks, tmp_path)
+    assert ok_total(restored) == 14
+
+
+async def test_a_state_save_failing_in_its_child_is_one_warning_in_the_sidecar(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The child's problem (a planted symlink) comes back to the parent: one WARNING, retried."""
+    s, clocks = make()
+    Proc(clocks, "a", 1).push(s)
+    state = persist.StateFile(str(tmp_path / "metrics.sock"), s)
+    victim = tmp_path / "victim"
+    victim.write_text("untouched")
+    for _ in range(2):
+        Path(state.path + ".tmp").symlink_to(victim)
+        assert not await state.save_in_child()
+        assert not Path(state.path + ".tmp").is_symlink()  # the child removed what it found
+    assert victim.read_text() == "untouched"
+    assert state.problem is not None and state.path in state.problem
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "restart would start counting afresh" in warnings[0].message
+    assert await state.save_in_child() and state.problem is None
 
 
 def test_fine_counts_survive_the_restart_exactly(tmp_path: Path) -> None:

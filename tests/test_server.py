@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -181,3 +183,37 @@ def test_history_percentiles_are_capped_at_the_largest_duration_seen(
     point = http_json(sidecar.url + "/api/v1/history?rpc=svc/Fast")["points"][-1]
     assert point["p95_ms"] == 0.002
     assert stat.S_IMODE(os.stat(os.path.dirname(sidecar.socket)).st_mode) & 0o007 == 0
+
+
+async def test_a_wake_up_applies_datagrams_only_within_its_time_budget(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no time budget left, the receiver applies one datagram per turn of the event
+    loop and leaves the rest in the socket for the next turns: the loop is never held."""
+    from sidecar.server import Receiver
+    from sidecar.store import Store
+
+    monkeypatch.setattr(Receiver, "READ_SECONDS", 0.0)
+    store = Store()
+    receiver = Receiver(str(tmp_path / "metrics.sock"), store)
+    await receiver.open()
+    try:
+        row = {"service": "s.v1.S", "method": "M", "type": "unary", "started": 0,
+               "codes": {"OK": 0}, "hist": [0] * (len(protocol.DEFAULT_BUCKETS) + 1),
+               "sum": 0.0, "max": 0.0}
+        pushes = []
+        for seq in range(1, 6):
+            row = {**row, "started": seq, "codes": {"OK": seq}}
+            pushes += protocol.encode(
+                source={"id": "a", "pid": 1, "started": 1.0, "service": "s.v1.S",
+                        "version": "1"}, seq=seq, time=1.0, buckets=protocol.DEFAULT_BUCKETS,
+                rows=[row], health="healthy", checks={},
+                reporter={"dropped": 0, "send_errors": 0, "overflow": 0})
+        send(receiver.path, *pushes)  # all five wait in the socket before the loop turns
+        seen = [store.received]
+        while store.received < 5:
+            await asyncio.sleep(0)
+            seen.append(store.received)
+        assert all(b - a <= 1 for a, b in pairwise(seen)), seen
+        assert store.totals()[("s.v1.S", "M", "unary")].codes == {"OK": 5}
+    finally:
+        receiver.close()
