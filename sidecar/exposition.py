@@ -46,7 +46,7 @@ from sidecar.promtext import (
     om_float,
     om_int,
 )
-from sidecar.stats import Totals, add_all, delta, summarise
+from sidecar.stats import Packed, Totals, add_all, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["WINDOWS", "Exposition", "drive"]
@@ -465,11 +465,12 @@ class Exposition:
         """
         store = self.store
         bounds = store.buckets or protocol.DEFAULT_BUCKETS
-        ring = list(store.ring)
-        ring.append((store.clock(), time.time(), store.observed()))
+        ring = list(store.ring)  # points packed by Totals.pack; now's packed alike
+        ring.append((store.clock(), time.time(),
+                     {key: t.pack() for key, t in store.observed().items()}))
 
-        def pick(points: dict[Key, Totals]) -> Totals:
-            return add_all(t for key, t in points.items()
+        def pick(points: dict[Key, Packed]) -> Totals:
+            return add_all(Totals.unpack(p) for key, p in points.items()
                            if rpc is None or f"{key[0]}/{key[1]}" == rpc)
 
         # Ring points never change: the point between two of them is kept, so a refresh

@@ -11,8 +11,8 @@ import math
 from array import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from itertools import accumulate
-from typing import TYPE_CHECKING
+from itertools import accumulate, chain
+from typing import TYPE_CHECKING, Any
 
 from sidecar import fine as fine_histogram
 from sidecar.fine import to_json as fine_json
@@ -49,6 +49,30 @@ class Totals:
 
     def __sub__(self, other: Totals) -> Totals:
         return _combine(self, other, -1)
+
+    def pack(self) -> Packed:
+        """These totals as one flat tuple: numbers, texts and the fields' own tuples and array,
+        then the codes and exceptions as name, count, name, count... Python's cyclic garbage
+        collector stops tracking such a tuple at the first collection that finds its parts
+        untracked (young collections, long before a full one), so a long history of them adds
+        nothing to its full collections (Totals objects and dicts would: ~80 ms each for an hour
+        of 2 000 busy methods)."""
+        return (self.started, self.hist, self.sum, self.max, self.last_error, self.msg_received,
+                self.msg_sent, self.fine, len(self.codes), *chain.from_iterable(self.codes.items()),
+                *chain.from_iterable(self.exceptions.items()))
+
+    @staticmethod
+    def unpack(packed: Packed) -> Totals:
+        """The totals :meth:`pack` made ``packed`` from."""
+        started, hist, total, largest, last_error, received, sent, fine, n = packed[:9]
+        end = 9 + 2 * n
+        return Totals(started, dict(zip(packed[9:end:2], packed[10:end:2], strict=True)), hist,
+                      total, largest,
+                      dict(zip(packed[end::2], packed[end + 1::2], strict=True)),
+                      last_error, received, sent, fine)
+
+
+Packed = tuple[Any, ...]  # Totals.pack()
 
 
 def _combine(a: Totals, b: Totals, sign: int) -> Totals:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
-from sidecar.stats import Totals
+from sidecar.stats import Packed, Totals
 
 __all__ = ["Departure", "Source", "Store"]
 
@@ -126,8 +126,11 @@ class Store:
         self.generation = 0  # bumped on every change; caches key on it (not a version of anything)
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
         self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
-        self.ring: deque[tuple[float, float, dict[Key, Totals]]] = deque()
+        # History points: (monotonic time, wall time, observed totals packed by Totals.pack, so
+        # that an hour of points adds nothing to the garbage collector's full collections).
+        self.ring: deque[tuple[float, float, dict[Key, Packed]]] = deque()
         self.ring.append((self.started, self.started_wall, {}))
+        self._packed: dict[Key, tuple[Totals, Packed]] = {}  # the last point's, by method
         self.departed: Departure | None = None
         self.awaiting: set[str] = set()  # sources from the state file not heard from yet
         self.restored = False  # state was read back from a state file at start
@@ -381,11 +384,24 @@ class Store:
                             now - src.last_push, extra={"source": src.id, "pid": src.pid})
                 self._retire(src, "stopped pushing")
         if now - self.ring[-1][0] >= RING_STEP:
-            self.ring.append((now, self.wall(), self.observed()))
+            self.ring.append((now, self.wall(), self._point()))
             self._prune_ring(now)
 
+    def _point(self) -> dict[Key, Packed]:
+        """The observed totals, packed; a method whose totals did not change since the last
+        point shares that point's tuple."""
+        last, point = self._packed, {}
+        for key, t in self.observed().items():
+            kept = last.get(key)
+            if kept is None or kept[0] is not t:
+                kept = last[key] = (t, t.pack())
+            point[key] = kept[1]
+        if len(last) > len(point):
+            self._packed = {key: last[key] for key in point}
+        return point
+
     def _prune_ring(self, now: float) -> None:
-        kept: deque[tuple[float, float, dict[Key, Totals]]] = deque()
+        kept: deque[tuple[float, float, dict[Key, Packed]]] = deque()
         last_minute = None
         for point in self.ring:
             age = now - point[0]
@@ -434,7 +450,7 @@ class Store:
                 start = point
             else:
                 break
-        return now - start[0], start[2], self.observed()
+        return now - start[0], {k: Totals.unpack(p) for k, p in start[2].items()}, self.observed()
 
     def reporter_counts(self) -> tuple[int, int, int]:
         """Reporters' own (dropped, send_errors, overflow), summed, retired ones included."""
