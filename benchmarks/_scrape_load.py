@@ -10,7 +10,8 @@ and printing one JSON line:
   /api/v1/snapshot every ``--json-every`` times; how many series each answer held.
 - ``probe``: GET /livez on a new connection every ``--every`` seconds, as the kubelet does;
   every probe's duration.
-- ``serve``: the sidecar's app in this process with a monitor on its event loop: for each 1 ms
+- ``serve``: the sidecar's app in this process (with ``--history``, after living through that
+  much busy history first) with a monitor on its event loop: for each 1 ms
   timer, how late it ran (wall clock: the loop's stalls, waits for a CPU included) and the CPU
   time the loop's thread spent in between (its own work, whatever the machine's load).
 """
@@ -33,9 +34,10 @@ __all__ = ["snapshots"]
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
-def snapshots(series: int, pushes: int, started: float, limit: int = protocol.MAX_DATAGRAM
-              ) -> list[list[bytes]]:
-    """``pushes`` cumulative snapshots of ``series`` methods, every method changed in each."""
+def snapshots(series: int, pushes: int, started: float, limit: int = protocol.MAX_DATAGRAM,
+              source: str = "scrape-load") -> list[list[bytes]]:
+    """``pushes`` cumulative snapshots of ``series`` methods, every method changed in each,
+    from the process ``source``."""
     n = len(protocol.DEFAULT_BUCKETS) + 1
     rows: list[dict[str, Any]] = [
         {"service": "load.v1.Load", "method": f"Method{j:04d}", "type": "unary", "started": 0,
@@ -51,7 +53,7 @@ def snapshots(series: int, pushes: int, started: float, limit: int = protocol.MA
             row["hist"][(seq + j) % 7] += k
             row["sum"] += k * 0.004
         out.append(protocol.encode(
-            source={"id": "scrape-load", "pid": 4243, "started": started,
+            source={"id": source, "pid": 4243, "started": started,
                     "service": "load.v1.Load", "version": "bench"},
             seq=seq, time=time.time(), buckets=protocol.DEFAULT_BUCKETS, rows=rows,
             health="healthy", checks={}, reporter={"dropped": 0, "send_errors": 0,
@@ -117,15 +119,38 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
     return {"seconds": seconds, "statuses": statuses}
 
 
+def _history(store: Any, shift: list[float], seconds: float, series: int) -> None:
+    """Take ``store`` through the last ``seconds`` as a sidecar running that long lives them:
+    an earlier process of the service pushed ``series`` busy methods (once a minute, and every
+    5 s in the last five minutes, enough for every history point the sidecar keeps), and the
+    store's clock (``now + shift[0]``) moves with it up to now."""
+    from sidecar.store import RING_FINE, RING_STEP
+
+    times = [*range(int(seconds), int(RING_FINE), -60),
+             *range(int(RING_FINE), 0, -int(RING_STEP))]
+    pushes = snapshots(series, len(times), time.time() - seconds, source="an-hour-before")
+    for ago, parts in zip(times, pushes, strict=True):
+        shift[0] = -ago
+        for part in parts:
+            store.ingest(part)
+        store.tick()
+    shift[0] = 0.0
+
+
 def serve(args: argparse.Namespace) -> dict[str, Any]:
     from aiohttp import web
 
     from sidecar.server import Settings, create_app
+    from sidecar.store import Store
 
     async def main() -> dict[str, Any]:
-        app = create_app(Settings(socket=args.socket, host="127.0.0.1", port=args.port))
+        shift = [-args.history]  # the store's clock: a sidecar started --history seconds ago
+        store = Store(clock=lambda: time.monotonic() + shift[0],
+                      wall=lambda: time.time() + shift[0])
+        app = create_app(Settings(socket=args.socket, host="127.0.0.1", port=args.port), store)
         runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
+        await runner.setup()  # start-up, and what it freezes out of the GC, come first
+        _history(store, shift, args.history, args.series)
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
         print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
@@ -154,6 +179,9 @@ def main() -> None:
                         help="every this many scrapes, /api/v1/snapshot instead (0: never)")
     parser.add_argument("--part-bytes", type=int, default=protocol.MAX_DATAGRAM,
                         help="largest datagram a push is split into")
+    parser.add_argument("--history", type=float, default=0.0,
+                        help="serve: seconds of busy history the store has lived through "
+                             "before serving (3600: every history point it keeps)")
     args = parser.parse_args()
     role = {"push": push, "scrape": scrape, "probe": probe, "serve": serve}[args.role]
     json.dump(role(args), sys.stdout)

@@ -104,11 +104,12 @@ def _http(procs: Procs, methods: int, rounds: int) -> dict[str, list[float]]:
     return out
 
 
-def _load(procs: Procs, seconds: float, json_every: int, part_bytes: int) -> dict[str, Any]:
+def _load(procs: Procs, seconds: float, json_every: int, part_bytes: int, history: float = 0.0
+          ) -> dict[str, Any]:
     port, socket_path = free_port(), str(procs.dir / f"load{len(procs.children)}.sock")
     serve = procs.python("benchmarks._scrape_load", "serve", "--socket", socket_path,
-                         "--port", str(port), "--seconds", str(seconds + 8),
-                         stdout=subprocess.PIPE, name="serve")
+                         "--port", str(port), "--seconds", str(seconds + 8), "--history",
+                         str(history), stdout=subprocess.PIPE, name="serve")
     assert serve.stdout is not None
     serve.stdout.readline()
     push = procs.python("benchmarks._scrape_load", "push", "--socket", socket_path,
@@ -131,7 +132,8 @@ def _load(procs: Procs, seconds: float, json_every: int, part_bytes: int) -> dic
     push.communicate(timeout=seconds + 120)
     loop = json.loads(serve.communicate(timeout=seconds + 120)[0])
     return {"scrapes": scrapes, "probes": probes["seconds"], "lags": loop["lags"],
-            "cpu": loop["cpu"], "json_every": json_every, "part_bytes": part_bytes}
+            "cpu": loop["cpu"], "json_every": json_every, "part_bytes": part_bytes,
+            "history": history}
 
 
 def _idle_rss(procs: Procs) -> float:

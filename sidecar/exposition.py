@@ -313,7 +313,7 @@ class Exposition:
         store = self.store
         generation = (store.generation, store.settling())
         if fmt.rpc is None or fmt.rpc[0] != generation:
-            totals = {} if generation[1] else store.totals()
+            totals = {} if generation[1] else (yield from store.totals_slices())
             rpc = yield from fmt.render_rpc(totals, store.buckets or protocol.DEFAULT_BUCKETS,
                                             self._counters(om).encode())
             fmt.rpc = (generation, rpc)

@@ -25,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar import __version__, forked, options, protocol
+from sidecar import __version__, forked, options, protocol, slices
 from sidecar.documents import Health
 from sidecar.exposition import Exposition
 from sidecar.logs import setup_logging
@@ -248,14 +248,8 @@ async def metrics(request: web.Request) -> web.StreamResponse:
         return await snapshot(request)
     app = request.app
     async with app[STATE]["render_lock"]:  # one render at a time; the next reuses its bytes
-        slices = app[EXPOSITION].metrics_slices(accept)
-        while True:
-            try:
-                next(slices)
-            except StopIteration as done:
-                blocks, content_type = done.value
-                break
-            await asyncio.sleep(0)  # between slices, the loop answers probes and pushes
+        # Between slices, the loop answers probes and pushes.
+        blocks, content_type = await slices.run(app[EXPOSITION].metrics_slices(accept))
     if len(blocks) == 1:
         return web.Response(body=blocks[0], headers={"Content-Type": content_type})
     # Block by block, so that no write copies megabytes at once; each waits for the client.
@@ -366,7 +360,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(1.0)
             try:
-                store.tick()
+                await slices.run(store.tick_slices())
                 state_file.start_if_due()
                 await receiver.check()
                 if settings.grpc_health_target:

@@ -14,16 +14,18 @@ as the last minute's.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import operator
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
+from sidecar.slices import Deadline, Slices, drive
 from sidecar.stats import Packed, Totals
 
 __all__ = ["Departure", "Source", "Store"]
@@ -38,6 +40,32 @@ RETIRED_IDS = 256  # expired sources remembered, so that one that comes back is 
 MAX_SOURCES = 1024  # live reporting processes; a new one past this is refused until one retires
 MISSED_SLACK = 1.0  # seconds past a source's own push interval before it counts as gone
 SETTLE_MAX = 10.0  # longest a restarted sidecar holds the RPC series back for known sources
+
+
+def _remade(inputs: Mapping[Key, Sequence[Totals]],
+            kept: dict[Key, tuple[Sequence[Totals], Totals]],
+            make: Callable[[Sequence[Totals]], Totals]
+            ) -> Slices[tuple[dict[Key, Totals], dict[Key, tuple[Sequence[Totals], Totals]]]]:
+    """``make(its inputs)`` for each key (a single input is its own result), reusing the
+    ``kept`` result made from the very same objects; yields when a slice's time is over.
+    Returns (results, what to keep for the next time)."""
+    out: dict[Key, Totals] = {}
+    made_now: dict[Key, tuple[Sequence[Totals], Totals]] = {}
+    deadline = Deadline()
+    for key, these in inputs.items():
+        if len(these) == 1:
+            out[key] = these[0]
+            continue
+        made = kept.get(key)
+        if made is None or len(made[0]) != len(these) or any(
+                a is not b for a, b in zip(made[0], these, strict=True)):
+            made = (these, make(these))
+            if deadline.passed():
+                yield
+                deadline.reset()
+        made_now[key] = made
+        out[key] = made[1]
+    return out, made_now
 
 
 def _totals(row: Row) -> Totals:
@@ -126,6 +154,10 @@ class Store:
         self.generation = 0  # bumped on every change; caches key on it (not a version of anything)
         self._totals_cache: tuple[int, dict[Key, Totals]] | None = None
         self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
+        # Sums over several processes and differences from the prehistory, by method, with
+        # the objects they were made from (made again only when one of those is new).
+        self._sums: dict[Key, tuple[Sequence[Totals], Totals]] = {}
+        self._differences: dict[Key, tuple[Sequence[Totals], Totals]] = {}
         # History points: (monotonic time, wall time, observed totals packed by Totals.pack, so
         # that an hour of points adds nothing to the garbage collector's full collections).
         self.ring: deque[tuple[float, float, dict[Key, Packed]]] = deque()
@@ -376,6 +408,10 @@ class Store:
 
     def tick(self) -> None:
         """Expire silent sources and add a history point when one is due (call every second)."""
+        drive(self.tick_slices())
+
+    def tick_slices(self) -> Slices[None]:
+        """:meth:`tick` in slices (:mod:`sidecar.slices`); the point is the store at the call."""
         now = self.clock()
         self._succeed(now)
         for src in list(self.sources.values()):
@@ -384,17 +420,24 @@ class Store:
                             now - src.last_push, extra={"source": src.id, "pid": src.pid})
                 self._retire(src, "stopped pushing")
         if now - self.ring[-1][0] >= RING_STEP:
-            self.ring.append((now, self.wall(), self._point()))
+            wall = self.wall()
+            point = yield from self._point()
+            self.ring.append((now, wall, point))
             self._prune_ring(now)
 
-    def _point(self) -> dict[Key, Packed]:
+    def _point(self) -> Slices[dict[Key, Packed]]:
         """The observed totals, packed; a method whose totals did not change since the last
         point shares that point's tuple."""
+        observed = yield from self.observed_slices()
         last, point = self._packed, {}
-        for key, t in self.observed().items():
+        deadline = Deadline()
+        for key, t in observed.items():
             kept = last.get(key)
             if kept is None or kept[0] is not t:
                 kept = last[key] = (t, t.pack())
+                if deadline.passed():
+                    yield
+                    deadline.reset()
             point[key] = kept[1]
         if len(last) > len(point):
             self._packed = {key: last[key] for key in point}
@@ -419,26 +462,50 @@ class Store:
 
     def totals(self) -> dict[Key, Totals]:
         """Cumulative totals per RPC since the reporting processes started (what /metrics says)."""
-        if self._totals_cache is not None and self._totals_cache[0] == self.generation:
+        return drive(self.totals_slices())
+
+    def totals_slices(self) -> Slices[dict[Key, Totals]]:
+        """:meth:`totals` in slices (:mod:`sidecar.slices`), as the store was at the call.
+
+        A method counted by one process (or only retired) is that process's own object; a sum
+        over several is kept with the objects it was made from and made again only when one of
+        them is new (a push, a retirement), so a push that changed a few methods costs a few
+        sums, and one that changed thousands is summed across turns of the event loop.
+        """
+        generation = self.generation
+        if self._totals_cache is not None and self._totals_cache[0] == generation:
             return self._totals_cache[1]
-        out = dict(self.retired)
+        parts: dict[Key, list[Totals]] = {key: [t] for key, t in self.retired.items()}
         for src in self.sources.values():
-            for key, totals in src.rows.items():
-                have = out.get(key)
-                out[key] = totals if have is None else have + totals
-        self._totals_cache = (self.generation, out)
+            for key, t in src.rows.items():
+                have = parts.get(key)
+                if have is None:
+                    parts[key] = [t]
+                else:
+                    have.append(t)
+        out, self._sums = yield from _remade(parts, self._sums,
+                                             lambda these: functools.reduce(operator.add, these))
+        self._totals_cache = (generation, out)
         return out
 
     def observed(self) -> dict[Key, Totals]:
         """Totals without prehistory: what happened while this sidecar was listening."""
-        totals = self.totals()
-        if not self.prehistory:
+        return drive(self.observed_slices())
+
+    def observed_slices(self) -> Slices[dict[Key, Totals]]:
+        """:meth:`observed` in slices, as the store was at the call; a difference is made
+        again only when the totals or the prehistory of its method are new objects."""
+        generation, prehistory = self.generation, dict(self.prehistory)
+        totals = yield from self.totals_slices()
+        if not prehistory:
             return totals
-        if self._observed_cache is not None and self._observed_cache[0] == self.generation:
+        if self._observed_cache is not None and self._observed_cache[0] == generation:
             return self._observed_cache[1]
-        out = {k: (t - self.prehistory[k]) if k in self.prehistory else t
-               for k, t in totals.items()}
-        self._observed_cache = (self.generation, out)
+        pairs = {key: (t, prehistory[key]) if key in prehistory else (t,)
+                 for key, t in totals.items()}
+        out, self._differences = yield from _remade(pairs, self._differences,
+                                                    lambda pair: pair[0] - pair[1])
+        self._observed_cache = (generation, out)
         return out
 
     def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from sidecar import slices
 from sidecar.protocol import DEFAULT_BUCKETS, encode
 from sidecar.stats import Totals, delta, histogram_quantile
 from sidecar.store import RING_STEP, Store
@@ -206,6 +207,49 @@ def test_history_points_are_packed_out_of_the_garbage_collectors_sight() -> None
                   msg_sent=2, fine=array("I", [7, 3]))
     assert all(getattr(full, f.name) != getattr(Totals(), f.name) for f in fields(Totals))
     assert Totals.unpack(full.pack()) == full  # every field, none at its default, comes back
+
+
+def push(source: str, seq: int, oks: dict[str, int], final: bool = False) -> bytes:
+    """One datagram from ``source``: each method of ``oks`` with that many OK calls."""
+    rows = [{"service": KEY[0], "method": method, "type": "unary", "started": ok,
+             "codes": {"OK": ok}, "hist": [ok] + [0] * len(DEFAULT_BUCKETS), "sum": 0.0,
+             "max": 0.0} for method, ok in oks.items()]
+    (one,) = encode(source={"id": source, "pid": 1, "started": 1e10, "service": KEY[0],
+                            "version": "1"}, seq=seq, time=1e10, buckets=DEFAULT_BUCKETS,
+                    rows=rows, health="healthy", checks={}, reporter={}, final=final)
+    return one
+
+
+def run_slices(slices: Any, between: Any = None) -> tuple[Any, int]:
+    """(result, how many times it yielded); ``between`` runs at the first yield."""
+    yields = 0
+    while True:
+        try:
+            next(slices)
+        except StopIteration as done:
+            return done.value, yields
+        if not yields and between is not None:
+            between()
+        yields += 1
+
+
+def test_totals_over_several_processes_are_summed_in_slices_and_only_where_new(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no time left in a slice, each new sum is its own slice; the result is the store at
+    the call (a push between slices is in the next); an unchanged method keeps its sum."""
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    s, _ = store()
+    methods = [f"M{i}" for i in range(20)]
+    assert s.ingest(push("a", 1, dict.fromkeys(methods, 10), final=True)) is None  # retired
+    assert s.ingest(push("b", 1, dict.fromkeys(methods, 1))) is None
+    totals, yields = run_slices(s.totals_slices(), between=lambda: s.ingest(
+        push("b", 2, dict.fromkeys(methods, 2))))
+    assert yields == 20 and {t.started for t in totals.values()} == {11}
+    assert {t.started for t in s.totals().values()} == {12}
+    s.ingest(push("b", 3, {**dict.fromkeys(methods, 2), "M0": 3}))
+    totals, yields = run_slices(s.totals_slices())
+    assert yields == 1 and totals[(KEY[0], "M0", "unary")].started == 13
+    assert totals[(KEY[0], "M1", "unary")].started == 12
 
 
 def test_histogram_quantile_matches_promql() -> None:
