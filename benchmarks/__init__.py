@@ -26,6 +26,8 @@ given ``--output``; ``--only NAME`` picks some.
 10. ``render`` (:mod:`benchmarks.render`): /metrics rendered by the sidecar's writer against
    prometheus-client and Go's client_golang; the event loop and /livez under scrape load of
    2 000 series; idle RSS.
+11. ``history_gc`` (:mod:`benchmarks.history_gc`): a full garbage collection with an hour of
+   history for 2 000 busy methods, as the history is kept and as it was kept before.
 
 Times are never asserted anywhere: a shared machine makes them noisy, so each table shows the
 spread over rounds and the ratios taken within a round. No benchmark reaches beyond 127.0.0.1
@@ -47,4 +49,5 @@ BENCHMARKS = {
     "fine": "benchmarks.fine",
     "ingest": "benchmarks.ingest",
     "render": "benchmarks.render",
+    "history_gc": "benchmarks.history_gc",
 }

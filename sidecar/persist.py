@@ -6,7 +6,7 @@ last sequence number and counts, the retired sources (so one that comes back is 
 twice), the histogram bounds and the last departure. Written atomically (a temporary file
 renamed over the old one) when a source appears or retires (at most every ``MIN_GAP`` seconds,
 and never more than ``SAVE_SHARE`` of the time), and otherwise at most every ``SAVE_EVERY``
-seconds when something changed; read back once at start. On the sidecar's event loop the
+seconds when something changed; read back once at start. On the sidecar's event loop a large
 state is written by a forked child (:meth:`StateFile.start_if_due`). A file that cannot be
 read, is corrupt, or belongs to something else is ignored with one WARNING and replaced by the
 next save.
@@ -37,6 +37,7 @@ FORMAT = 1
 SAVE_EVERY = 10.0  # seconds between saves of changed counts; a source coming or going: at once
 MIN_GAP = 0.1  # seconds between two saves, so that a flood of new sources cannot keep it writing
 SAVE_SHARE = 0.05  # and never more than this share of the time spent saving (large states)
+FORK_ABOVE = 0.002  # seconds: a save that took longer is made by a forked child from then on
 _TOTALS = tuple(f.name for f in fields(Totals))
 
 
@@ -306,10 +307,14 @@ class StateFile:
             self.save()
 
     def start_if_due(self) -> None:
-        """On the event loop: when a save is due and none is running, start one in a forked
-        child (:mod:`sidecar.forked`), so that the loop never waits for the JSON encoding."""
+        """On the event loop: when a save is due and none is running, save; here if the last
+        save took under FORK_ABOVE (a fork costs the loop about that), else in a forked child
+        (:mod:`sidecar.forked`), so that the loop never waits for a large state's encoding."""
         if (self._saving is None or self._saving.done()) and self.due():
-            self._saving = asyncio.ensure_future(self.save_in_child())
+            if self.last_cost < FORK_ABOVE:
+                self.save()
+            else:
+                self._saving = asyncio.ensure_future(self.save_in_child())
 
     async def close(self) -> None:
         """Wait for a save in progress, then save the final state here (at shutdown)."""

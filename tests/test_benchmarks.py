@@ -68,3 +68,16 @@ def test_state_file_benchmark_quick_prints_its_table(tmp_path: Path) -> None:
         assert any(line.startswith("|") and line.split("|")[1].strip() == processes
                    for line in done.stdout.splitlines()), done.stdout
     assert "periodic saves use under 1 % of one core" in done.stdout
+
+
+def test_history_gc_benchmark_quick_compares_packed_points_with_objects() -> None:
+    """The quick history benchmark times full collections with both ways of keeping points."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--only", "history_gc", "--no-write"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in done.stdout.splitlines() if line.startswith("| ") and "kept as" not in line}
+    tracked = {name: int(n.replace(",", "")) for name, n in rows.items() if n[:1].isdigit()}
+    assert tracked["packed tuples (Totals.pack, now)"] * 10 < tracked["Totals objects (before)"]

@@ -389,13 +389,20 @@ async def test_on_the_loop_a_forked_child_writes_the_state_as_it_was_at_the_star
     assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 7}
     assert state.saved_generation < s.generation  # the push after the fork: still to save
     clocks.advance(persist.SAVE_EVERY)
+    state.last_cost = 0.0  # a save this cheap is made at once, on the loop: no fork
+    state.start_if_due()
+    assert state.saves == 3
+    p.push(s, 4)
+    clocks.advance(persist.SAVE_EVERY)
+    state.last_cost = persist.FORK_ABOVE  # from now on, in a child
     state.start_if_due()
     state.start_if_due()  # one save at a time
-    p.push(s, 4)
+    assert state.saves == 3
+    p.push(s, 5)
     await state.close()  # waits for the child, then saves the final state here
-    assert state.saves == 4 and not Path(state.path + ".tmp").exists()
+    assert state.saves == 5 and not Path(state.path + ".tmp").exists()
     restored, _ = restarted(s, clocks, tmp_path)
-    assert ok_total(restored) == 14
+    assert ok_total(restored) == 19
 
 
 async def test_a_state_save_failing_in_its_child_is_one_warning_in_the_sidecar(
