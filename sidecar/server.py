@@ -352,6 +352,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     state_file.load()
     gc.collect()
     gc.freeze()  # what start-up made (and the state read back) lives as long as the process
+    _release_freed_memory()
     state["state_file"] = state_file
     state["receiver"] = receiver
     log.info("receiving pushes", extra={"socket": settings.socket})
@@ -378,6 +379,17 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)
+
+
+def _release_freed_memory() -> None:
+    """Give the C heap that start-up freed back to the system (glibc keeps it otherwise):
+    about 1 MiB of the idle sidecar's resident memory. Nothing happens without glibc."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 async def _grpc_health(target: str) -> bool | str:
