@@ -35,9 +35,9 @@ OPENMETRICS = "application/openmetrics-text; version=1.0.0"
 
 
 def snapshots(series: int, pushes: int, started: float, limit: int = protocol.MAX_DATAGRAM,
-              source: str = "scrape-load") -> list[list[bytes]]:
+              source: str = "scrape-load", final: bool = False) -> list[list[bytes]]:
     """``pushes`` cumulative snapshots of ``series`` methods, every method changed in each,
-    from the process ``source``."""
+    from the process ``source`` (whose last one says it is exiting when ``final``)."""
     n = len(protocol.DEFAULT_BUCKETS) + 1
     rows: list[dict[str, Any]] = [
         {"service": "load.v1.Load", "method": f"Method{j:04d}", "type": "unary", "started": 0,
@@ -57,7 +57,8 @@ def snapshots(series: int, pushes: int, started: float, limit: int = protocol.MA
                     "service": "load.v1.Load", "version": "bench"},
             seq=seq, time=time.time(), buckets=protocol.DEFAULT_BUCKETS, rows=rows,
             health="healthy", checks={}, reporter={"dropped": 0, "send_errors": 0,
-                                                   "overflow": 0}, limit=limit))
+                                                   "overflow": 0}, limit=limit,
+            final=final and seq == pushes))
     return out
 
 
@@ -122,13 +123,15 @@ def probe(args: argparse.Namespace) -> dict[str, Any]:
 def _history(store: Any, shift: list[float], seconds: float, series: int) -> None:
     """Take ``store`` through the last ``seconds`` as a sidecar running that long lives them:
     an earlier process of the service pushed ``series`` busy methods (once a minute, and every
-    5 s in the last five minutes, enough for every history point the sidecar keeps), and the
-    store's clock (``now + shift[0]``) moves with it up to now."""
+    5 s in the last five minutes, enough for every history point the sidecar keeps), then
+    exited (its totals retired, as after any restart of the service), and the store's clock
+    (``now + shift[0]``) moves with it up to now."""
     from sidecar.store import RING_FINE, RING_STEP
 
     times = [*range(int(seconds), int(RING_FINE), -60),
              *range(int(RING_FINE), 0, -int(RING_STEP))]
-    pushes = snapshots(series, len(times), time.time() - seconds, source="an-hour-before")
+    pushes = snapshots(series, len(times), time.time() - seconds, source="an-hour-before",
+                       final=True)
     for ago, parts in zip(times, pushes, strict=True):
         shift[0] = -ago
         for part in parts:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchmarks.report import Section, table
 from sidecar import protocol
-from sidecar.persist import SAVE_EVERY, StateFile
+from sidecar.persist import FORK_ROWS, SAVE_EVERY, StateFile
 from sidecar.store import Store
 
 METHODS = 8
@@ -112,9 +112,10 @@ def run(quick: bool, machine: str, command: str) -> Section:
                f"encoded snapshots (8 methods, every code and bucket in use) from 1, 8 or 64 "
                f"processes; then `StateFile.save()` (JSON, temporary file, rename) and "
                f"`StateFile.load()` into a fresh store (checked equal). A running sidecar "
-               f"saves in a forked child (`StateFile.save_in_child`): the fourth column is "
-               f"the CPU time its event loop's thread spends on such a save (the fork, the "
-               f"child's answer), the rest is the child's. With only counts "
+               f"saves a state of more than {FORK_ROWS} rows in a forked child "
+               f"(`StateFile.save_in_child`): the fourth column is the CPU time its event "
+               f"loop's thread spends on such a save (the fork, the child's answer), the rest "
+               f"is the child's. With only counts "
                f"changing a save happens at most every {SAVE_EVERY:g} s, while each process "
                f"pushes once a second: the last column is one save against {SAVE_EVERY:g} s "
                f"of ingest. A source appearing or leaving saves at once (at most every "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -37,7 +38,8 @@ FORMAT = 1
 SAVE_EVERY = 10.0  # seconds between saves of changed counts; a source coming or going: at once
 MIN_GAP = 0.1  # seconds between two saves, so that a flood of new sources cannot keep it writing
 SAVE_SHARE = 0.05  # and never more than this share of the time spent saving (large states)
-FORK_ABOVE = 0.002  # seconds: a save that took longer is made by a forked child from then on
+FORK_ROWS = 100  # a state of more rows (about 2 ms of encoding, what a fork costs the loop) is
+# saved by a forked child
 _TOTALS = tuple(f.name for f in fields(Totals))
 
 
@@ -307,11 +309,15 @@ class StateFile:
             self.save()
 
     def start_if_due(self) -> None:
-        """On the event loop: when a save is due and none is running, save; here if the last
-        save took under FORK_ABOVE (a fork costs the loop about that), else in a forked child
+        """On the event loop: when a save is due and none is running, save; here for a state
+        of at most FORK_ROWS rows (cheaper than a fork), else in a forked child
         (:mod:`sidecar.forked`), so that the loop never waits for a large state's encoding."""
         if (self._saving is None or self._saving.done()) and self.due():
-            if self.last_cost < FORK_ABOVE:
+            store = self.store
+            rows = len(store.retired) + sum(
+                len(s.rows) for s in itertools.chain(store.sources.values(),
+                                                     store._retired_ids.values()))
+            if rows <= FORK_ROWS:
                 self.save()
             else:
                 self._saving = asyncio.ensure_future(self.save_in_child())

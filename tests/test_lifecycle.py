@@ -369,9 +369,10 @@ def test_save_does_not_follow_a_symlink_planted_at_its_temporary_file(tmp_path: 
 
 
 async def test_on_the_loop_a_forked_child_writes_the_state_as_it_was_at_the_start(
-        tmp_path: Path) -> None:
-    """start_if_due: a child writes the state of the fork's instant; pushes after it wait for
-    the next save; close() waits for the child, then writes the final state."""
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A child writes the state of the fork's instant; pushes after it wait for the next save;
+    start_if_due saves a small state at once and a large one in a child, one at a time; close()
+    waits for the child, then writes the final state."""
     s, clocks = make()
     p = Proc(clocks, "a", 1)
     p.push(s, 5)
@@ -389,12 +390,11 @@ async def test_on_the_loop_a_forked_child_writes_the_state_as_it_was_at_the_star
     assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 7}
     assert state.saved_generation < s.generation  # the push after the fork: still to save
     clocks.advance(persist.SAVE_EVERY)
-    state.last_cost = 0.0  # a save this cheap is made at once, on the loop: no fork
-    state.start_if_due()
+    state.start_if_due()  # one row: saved at once, on the loop (cheaper than a fork)
     assert state.saves == 3
     p.push(s, 4)
     clocks.advance(persist.SAVE_EVERY)
-    state.last_cost = persist.FORK_ABOVE  # from now on, in a child
+    monkeypatch.setattr(persist, "FORK_ROWS", 0)  # a large state: saved by a child
     state.start_if_due()
     state.start_if_due()  # one save at a time
     assert state.saves == 3
