@@ -28,7 +28,7 @@ from aiohttp import web
 
 from sidecar import __version__, options, protocol
 from sidecar.documents import Health
-from sidecar.exposition import Exposition
+from sidecar.exposition import BLOCK_BYTES, Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.persist import StateFile
@@ -253,11 +253,13 @@ async def metrics(request: web.Request) -> web.StreamResponse:
                 blocks, content_type = done.value
                 break
             await asyncio.sleep(0)  # between slices, the loop answers probes and pushes
-    if len(blocks) == 1:
-        return web.Response(body=blocks[0], headers={"Content-Type": content_type})
+    size = sum(map(len, blocks))
+    if size <= BLOCK_BYTES:  # headers and body in one send: the client is woken once, not thrice
+        return web.Response(body=blocks[0] if len(blocks) == 1 else b"".join(blocks),
+                            headers={"Content-Type": content_type})
     # Block by block, so that no write copies megabytes at once; each waits for the client.
     response = web.StreamResponse(headers={"Content-Type": content_type})
-    response.content_length = sum(map(len, blocks))
+    response.content_length = size
     await response.prepare(request)
     for block in blocks:
         await response.write(block)
