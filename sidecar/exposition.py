@@ -221,6 +221,13 @@ class _Format:
             self.order = sorted(totals)
             yield
         chunks = [series[key][1] for key in self.order]
+        parts = []
+        for i, head in enumerate(self.heads):
+            parts.append(head)
+            parts += [c[i] for c in chunks]
+        parts.append(tail)
+        if sum(map(len, parts)) < BLOCK_BYTES:  # one block: joined at once
+            return [b"".join(parts)]
         blocks: list[bytes] = []
         pending: list[bytes] = []
         size = 0
@@ -337,6 +344,7 @@ class Exposition:
                        for om in (False, True)}
         self._build = {om: self._heads[om]["oracle_sidecar_build_info"]
                        + f"{build} {'1.0' if om else '1'}\n" for om in (False, True)}
+        self._counter_templates: dict[tuple[bool, tuple[str, ...], tuple[str, ...]], str] = {}
         # history: the finished intervals' points, by (start, end, rpc)
         self._history: dict[tuple[float, float, str | None], Point] = {}
 
@@ -366,23 +374,35 @@ class Exposition:
 
     def _counters(self, om: bool) -> str:
         """The sidecar's own counters (they change only with the store's generation)."""
-        store, heads = self.store, self._heads[om]
-        spell = om_int if om else go_int
+        store = self.store
+        rejected, rows = store.rejected, store.rows_rejected
+        shape = (om, tuple(rejected), tuple(rows))
+        template = self._counter_templates.get(shape)
+        if template is None:
+            template = self._counter_templates[shape] = self._counter_template(om, *shape[1:])
         dropped, errors, overflow = store.reporter_counts()
+        return template % tuple(map(om_int if om else go_int, (
+            store.received, *rejected.values(), *rows.values(), dropped, errors, overflow,
+            len(store.overflow_keys))))
+
+    def _counter_template(self, om: bool, rejected: tuple[str, ...], rows: tuple[str, ...]
+                          ) -> str:
+        """The counters' lines with ``%s`` for each value, for these reasons (every reason
+        from the start), in the order :meth:`_counters` gives the values."""
         out = []
-        for name, value in (("oracle_sidecar_messages_received_total", store.received),
-                            ("oracle_sidecar_messages_rejected_total", store.rejected),
-                            ("oracle_sidecar_rows_rejected_total", store.rows_rejected),
-                            ("oracle_sidecar_reporter_dropped_total", dropped),
-                            ("oracle_sidecar_reporter_send_errors_total", errors),
-                            ("oracle_sidecar_reporter_overflow_total", overflow),
-                            ("oracle_sidecar_series_overflow_total", len(store.overflow_keys))):
-            out.append(heads[name])
-            if isinstance(value, dict):  # by reason, every reason from the start
-                out.extend(f'{name}{{reason="{escape_label(reason)}"}} {spell(n)}\n'
-                           for reason, n in value.items())
+        for name, reasons in (("oracle_sidecar_messages_received_total", None),
+                              ("oracle_sidecar_messages_rejected_total", rejected),
+                              ("oracle_sidecar_rows_rejected_total", rows),
+                              ("oracle_sidecar_reporter_dropped_total", None),
+                              ("oracle_sidecar_reporter_send_errors_total", None),
+                              ("oracle_sidecar_reporter_overflow_total", None),
+                              ("oracle_sidecar_series_overflow_total", None)):
+            out.append(self._heads[om][name].replace("%", "%%"))
+            if reasons is None:
+                out.append(f"{name} %s\n")
             else:
-                out.append(f"{name} {spell(value)}\n")
+                out.extend(f'{name}{{reason="{escape_label(reason).replace("%", "%%")}"}} %s\n'
+                           for reason in reasons)
         return "".join(out)
 
     def _state(self, om: bool) -> str:
