@@ -305,6 +305,8 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
     ]
     section.notes = [
         "prometheus-client is no longer imported by `oracle-sidecar serve`; the process_* "
-        "figures are read from /proc as its ProcessCollector reads them.",
+        "figures are its ProcessCollector's, read with four system calls.",
+        "Over HTTP, Go's server exports only the RPC families; the sidecar's body also holds "
+        "its own counters, health and process figures (read on every scrape).",
     ]
     return section
