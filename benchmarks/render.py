@@ -109,7 +109,10 @@ def _http(procs: Procs, methods: int, rounds: int, gorender: Path) -> dict[str, 
     go = procs.start([str(gorender), "-serve", "127.0.0.1:0", "-methods", str(methods)],
                      "gorender", stdout=subprocess.PIPE)
     assert go.stdout is not None
-    go_port = int(go.stdout.readline().decode().rsplit(":", 1)[1])
+    address = go.stdout.readline().decode().strip()  # host:port once it listens
+    if not address:
+        raise RuntimeError(f"gorender -serve did not start:\n{procs.log(go)[-2000:]}")
+    go_port = int(address.rsplit(":", 1)[1])
     clients = {"sidecar": Http(port), "Go": Http(go_port)}
     servers = {"sidecar": (sidecar.pid, pusher.push),
                "Go": (go.pid, lambda: clients["Go"].get("/push")[0])}
