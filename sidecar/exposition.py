@@ -16,7 +16,7 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Generator
+import weakref
 from itertools import accumulate
 from typing import Any, cast
 
@@ -46,14 +46,15 @@ from sidecar.promtext import (
     om_float,
     om_int,
 )
+from sidecar.slices import Deadline, Slices, drive
 from sidecar.stats import Packed, Totals, add_all, delta, summarise
 from sidecar.store import Key, Store
 
-__all__ = ["WINDOWS", "Exposition", "drive"]
+__all__ = ["BLOCK_BYTES", "WINDOWS", "Exposition"]
 
-SLICE_SECONDS = 0.002  # a render yields to the event loop at least this often
 BLOCK_BYTES = 256 * 1024  # the body is kept and sent in blocks of about this size
 _SMALL = 1_000_000  # below this, Go spells an integral float64 as the integer itself
+_ZEROS = (0,) * len(protocol.CODES)  # a code's count when a series has none
 
 # The RPC families in the order they are written: (name, type, help).
 RPC_FAMILIES = (
@@ -107,32 +108,44 @@ class _Format:
         self.heads = [header(n, k, h, om).encode() for n, k, h in RPC_FAMILIES]
         self.bounds: tuple[float, ...] | None = None
         self.series: dict[Key, tuple[Totals, tuple[bytes, ...]]] = {}
-        self.labels: dict[Key, str] = {}
+        self.labels: dict[Key, bytes] = {}
         self.order: list[Key] = []
         self.rpc: tuple[tuple[int, bool], list[bytes]] | None = None
-        self._handled = {True: "", False: ""}  # by whether the values are small integers
-        self._hist = ""
+        # The templates, by whether the values are small integers: see set_bounds.
+        self._line: dict[bool, tuple[bytes, bytes, bytes]] = {}
+        self._handled: dict[bool, bytes] = {}
+        self._hist: dict[bool, bytes] = {}
+        self._empty: list[int] = []
 
     def set_bounds(self, bounds: tuple[float, ...]) -> None:
         """Bucket bounds changed (or first seen): every series is written anew.
 
-        Multi-line families are written with shared templates in which ``\\0`` stands for
-        the series' labels; small integers (below 10^6, which Go spells as plain integers) go
-        into them as they are, larger ones spelled first.
+        Each family is written with a bytes template, by whether the series' values are all
+        small integers (below 10^6, which Go spells as plain integers: ``%d``) or not (spelled
+        first: ``%b``). In the multi-line families' templates ``\\0`` stands for the series'
+        labels, put in after formatting (no label holds a NUL: the protocol refuses control
+        characters in names); the one-line families take the labels as their first value.
         """
         self.bounds = bounds
         self.series.clear()
+        self._empty = [0] * (len(bounds) + 1)
         # ``le`` as Go's text format spells it in both formats: what Prometheus stores from a
         # Go server (promhttp serves text unless told otherwise), so le="1" selects ours too.
         les = [go_float(b) for b in bounds] + ["+Inf"]
-        self._handled = {
-            small: "".join(f'grpc_server_handled_total{{grpc_code="{code}",\0}} '
-                           f"%s{'.0' if small and self.om else ''}\n" for code in protocol.CODES)
-            for small in (True, False)}
-        self._hist = ("".join(f'grpc_server_handling_seconds_bucket{{\0,le="{le}"}} %s\n'
-                              for le in les)
-                      + "grpc_server_handling_seconds_count{\0} %s\n"
-                      + "grpc_server_handling_seconds_sum{\0} %s\n")
+        for small in (True, False):
+            counter = "%d.0" if small and self.om else "%d" if small else "%b"
+            count = "%d" if small or self.om else "%b"  # OpenMetrics: histogram counts as ints
+            started, received, sent = (f"{name}{{%b}} {counter}\n".encode() for name in (
+                "grpc_server_started_total", "grpc_server_msg_received_total",
+                "grpc_server_msg_sent_total"))
+            self._line[small] = (started, received, sent)
+            self._handled[small] = "".join(
+                f'grpc_server_handled_total{{grpc_code="{code}",\0}} {counter}\n'
+                for code in protocol.CODES).encode()
+            self._hist[small] = ("".join(f'grpc_server_handling_seconds_bucket{{\0,le="{le}"}} '
+                                         f"{count}\n" for le in les)
+                                 + f"grpc_server_handling_seconds_count{{\0}} {count}\n"
+                                 + "grpc_server_handling_seconds_sum{\0} %b\n").encode()
 
     def write(self, key: Key, t: Totals) -> tuple[bytes, ...]:
         """The lines of one series in each of the RPC_FAMILIES, in their order."""
@@ -140,25 +153,22 @@ class _Format:
         if labels is None:
             service, method, rpc_type = map(escape_label, key)
             labels = self.labels[key] = (f'grpc_method="{method}",grpc_service="{service}",'
-                                         f'grpc_type="{rpc_type}"')
-        codes = t.codes
-        handled: list[Any] = [codes.get(c, 0) for c in protocol.CODES]
-        assert self.bounds is not None
-        cumulative: list[Any] = (list(accumulate(t.hist)) if t.hist
-                                 else [0] * (len(self.bounds) + 1))
-        started: int | str
-        received: int | str
-        sent: int | str
+                                         f'grpc_type="{rpc_type}"').encode()
+        handled: list[Any] = list(map(t.codes.get, protocol.CODES, _ZEROS))
+        cumulative: list[Any] = list(accumulate(t.hist)) if t.hist else self._empty
+        started: int | bytes
+        received: int | bytes
+        sent: int | bytes
         started, received, sent = t.started, t.msg_received, t.msg_sent
         small = (started < _SMALL and cumulative[-1] < _SMALL and received < _SMALL
                  and sent < _SMALL and max(handled) < _SMALL)
-        suffix = ".0" if small and self.om else ""
         if not small:
             counter = self.counter
-            started, received, sent = counter(started), counter(received), counter(sent)
-            handled = [counter(n) for n in handled]
+            started, received, sent = (counter(started).encode(), counter(received).encode(),
+                                       counter(sent).encode())
+            handled = [counter(n).encode() for n in handled]
             if not self.om:  # OpenMetrics writes histogram counts as integers
-                cumulative = [go_int(n) for n in cumulative]
+                cumulative = [go_int(n).encode() for n in cumulative]
         if t.exceptions:
             service, method, _ = key
             where = (f'grpc_method="{escape_label(method)}",'
@@ -169,24 +179,25 @@ class _Format:
                 for name, n in sorted(t.exceptions.items())).encode()
         else:
             exceptions = b""
-        return (f"grpc_server_started_total{{{labels}}} {started}{suffix}\n".encode(),
-                (self._handled[small] % tuple(handled)).replace("\0", labels).encode(),
-                (self._hist % (*cumulative, cumulative[-1], self.float(t.sum))
-                 ).replace("\0", labels).encode(),
+        started_line, received_line, sent_line = self._line[small]
+        return (started_line % (labels, started),
+                (self._handled[small] % tuple(handled)).replace(b"\0", labels),
+                (self._hist[small] % (*cumulative, cumulative[-1], self.float(t.sum).encode())
+                 ).replace(b"\0", labels),
                 exceptions,
-                f"grpc_server_msg_received_total{{{labels}}} {received}{suffix}\n".encode(),
-                f"grpc_server_msg_sent_total{{{labels}}} {sent}{suffix}\n".encode())
+                received_line % (labels, received),
+                sent_line % (labels, sent))
 
     def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
-                   ) -> Generator[None, None, list[bytes]]:
+                   ) -> Slices[list[bytes]]:
         """The RPC families for ``totals``, then ``tail``, as blocks of about BLOCK_BYTES;
-        yields between slices of about SLICE_SECONDS."""
+        yields between slices (:mod:`sidecar.slices`)."""
         if bounds != self.bounds:
             self.set_bounds(bounds)
         series = self.series
         added = False
         written = 0
-        deadline = time.perf_counter() + SLICE_SECONDS
+        deadline = Deadline()
         for key, t in totals.items():
             kept = series.get(key)
             if kept is not None:
@@ -199,9 +210,9 @@ class _Format:
                 added = True
             series[key] = (t, self.write(key, t))
             written += 1
-            if not written % 16 and time.perf_counter() > deadline:
+            if not written % 16 and deadline.passed():
                 yield
-                deadline = time.perf_counter() + SLICE_SECONDS
+                deadline = Deadline()
         if added or len(series) != len(totals) or len(self.order) != len(totals):
             for key in series.keys() - totals.keys():
                 del series[key]
@@ -209,6 +220,13 @@ class _Format:
             self.order = sorted(totals)
             yield
         chunks = [series[key][1] for key in self.order]
+        parts = []
+        for i, head in enumerate(self.heads):
+            parts.append(head)
+            parts += [c[i] for c in chunks]
+        parts.append(tail)
+        if sum(map(len, parts)) < BLOCK_BYTES:  # one block: joined at once
+            return [b"".join(parts)]
         blocks: list[bytes] = []
         pending: list[bytes] = []
         size = 0
@@ -220,17 +238,25 @@ class _Format:
                 if size >= BLOCK_BYTES:
                     blocks.append(b"".join(pending))
                     pending, size = [], 0
-                    if time.perf_counter() > deadline:
+                    if deadline.passed():
                         yield
-                        deadline = time.perf_counter() + SLICE_SECONDS
+                        deadline = Deadline()
         pending.append(tail)
         blocks.append(b"".join(pending))
         return blocks
 
 
 class _Process:
-    """The sidecar process's own figures, read from /proc as prometheus-client's
-    ProcessCollector reads them (same names, same meaning; none where /proc is missing)."""
+    """The sidecar process's own figures, as prometheus-client's ProcessCollector reads them
+    from /proc (same names, same meaning; none where /proc is missing), read with the fewest
+    system calls: a scrape after an idle spell pays for each one many times over.
+
+    Memory comes from /proc/self/statm (the same counts /proc/self/stat gives, in pages), kept
+    open and read again from its start; CPU time from ``times()`` (the same ticks of the same
+    kernel clock /proc/self/stat shows); the start time once; the soft limit on open files from
+    ``getrlimit`` (what /proc/self/limits shows); open descriptors from the size Linux 6.2+
+    gives /proc/self/fd (counting its entries on older kernels, where that size is 0).
+    """
 
     def __init__(self) -> None:
         self.ticks = float(os.sysconf("SC_CLK_TCK"))
@@ -242,6 +268,24 @@ class _Process:
                                   if line.startswith(b"btime ")), 0.0)
         except OSError:
             pass
+        self._pid = 0  # the process the fields below are of (a forked child reads its own)
+        self._statm = -1
+        self._close: weakref.finalize[[int], _Process] | None = None
+        self._start = 0.0
+
+    def _statm_fd(self) -> int:
+        """/proc/self/statm's descriptor (opened once per process, closed with this reader),
+        and the start time."""
+        if self._pid != os.getpid():
+            with open("/proc/self/stat", "rb") as stat:
+                start = float(stat.read().split(b")")[-1].split()[19])
+            self._start = start / self.ticks + self.boot
+            if self._close is not None:
+                self._close()  # the parent's, inherited by a forked child
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+            self._close = weakref.finalize(self, os.close, self._statm)
+            self._pid = os.getpid()
+        return self._statm
 
     def read(self) -> list[tuple[str, float]]:
         """(name, value) in the order ProcessCollector yields them."""
@@ -249,33 +293,23 @@ class _Process:
             return []
         out = []
         try:
-            with open("/proc/self/stat", "rb") as stat:
-                parts = stat.read().split(b")")[-1].split()
-            out += [("process_virtual_memory_bytes", float(parts[20])),
-                    ("process_resident_memory_bytes", float(parts[21]) * self.pagesize),
-                    ("process_start_time_seconds", float(parts[19]) / self.ticks + self.boot),
-                    ("process_cpu_seconds_total",
-                     float(parts[11]) / self.ticks + float(parts[12]) / self.ticks)]
+            size, resident = os.pread(self._statm_fd(), 128, 0).split()[:2]
+            cpu = os.times()
+            out += [("process_virtual_memory_bytes", float(size) * self.pagesize),
+                    ("process_resident_memory_bytes", float(resident) * self.pagesize),
+                    ("process_start_time_seconds", self._start),
+                    ("process_cpu_seconds_total", cpu.user + cpu.system)]
         except OSError:
             pass
         try:
-            with open("/proc/self/limits", "rb") as limits:
-                soft = next(line.split()[3] for line in limits
-                            if line.startswith(b"Max open file"))
-            out += [("process_open_fds", float(len(os.listdir("/proc/self/fd")))),
-                    ("process_max_fds", math.inf if soft == b"unlimited" else float(soft))]
-        except (OSError, StopIteration):
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            fds = os.stat("/proc/self/fd").st_size or len(os.listdir("/proc/self/fd"))
+            out += [("process_open_fds", float(fds)),
+                    ("process_max_fds",
+                     math.inf if soft == resource.RLIM_INFINITY else float(soft))]
+        except OSError:
             pass
         return out
-
-
-def drive(slices: Generator[None, None, Any]) -> Any:
-    """Run a sliced render to its end at once (where nothing else waits)."""
-    while True:
-        try:
-            next(slices)
-        except StopIteration as done:
-            return done.value
 
 
 class Exposition:
@@ -288,10 +322,19 @@ class Exposition:
         self._process = _Process()
         build = (f'oracle_sidecar_build_info{{python="{escape_label(platform.python_version())}"'
                  f',version="{escape_label(__version__)}"}}')
-        self._build = {om: f"{build} {'1.0' if om else '1'}\n" for om in (False, True)}
         self._heads = {om: {n: header(n, k, h, om) for n, k, h in
                             [*((n, "counter", h) for n, h in COUNTERS), *GAUGES, *PROCESS]}
                        for om in (False, True)}
+        # The lines that take one of a few values, written once: by health state, by readiness.
+        self._health = {om: {state: self._health_lines(om, state) for state in HEALTH_STATES}
+                        for om in (False, True)}
+        self._ready = {om: {ready: self._heads[om]["oracle_sidecar_ready"]
+                            + f"oracle_sidecar_ready {(om_float if om else go_float)(ready)}\n"
+                            for ready in (0.0, 1.0)}
+                       for om in (False, True)}
+        self._build = {om: self._heads[om]["oracle_sidecar_build_info"]
+                       + f"{build} {'1.0' if om else '1'}\n" for om in (False, True)}
+        self._counter_templates: dict[tuple[bool, tuple[str, ...], tuple[str, ...]], str] = {}
         # history: the finished intervals' points, by (start, end, rpc)
         self._history: dict[tuple[float, float, str | None], Point] = {}
 
@@ -301,7 +344,7 @@ class Exposition:
         return b"".join(blocks), content_type
 
     def metrics_slices(self, accept: str | None
-                       ) -> Generator[None, None, tuple[list[bytes], str]]:
+                       ) -> Slices[tuple[list[bytes], str]]:
         """:meth:`metrics` as slices: yields whenever the caller may serve something else, and
         returns the body as blocks of about BLOCK_BYTES, to be sent one after the other.
 
@@ -321,53 +364,67 @@ class Exposition:
 
     def _counters(self, om: bool) -> str:
         """The sidecar's own counters (they change only with the store's generation)."""
-        store, heads = self.store, self._heads[om]
-        spell = om_int if om else go_int
+        store = self.store
+        rejected, rows = store.rejected, store.rows_rejected
+        shape = (om, tuple(rejected), tuple(rows))
+        template = self._counter_templates.get(shape)
+        if template is None:
+            template = self._counter_templates[shape] = self._counter_template(om, *shape[1:])
         dropped, errors, overflow = store.reporter_counts()
+        return template % tuple(map(om_int if om else go_int, (
+            store.received, *rejected.values(), *rows.values(), dropped, errors, overflow,
+            len(store.overflow_keys))))
+
+    def _counter_template(self, om: bool, rejected: tuple[str, ...], rows: tuple[str, ...]
+                          ) -> str:
+        """The counters' lines with ``%s`` for each value, for these reasons (every reason
+        from the start), in the order :meth:`_counters` gives the values."""
         out = []
-        for name, value in (("oracle_sidecar_messages_received_total", store.received),
-                            ("oracle_sidecar_messages_rejected_total", store.rejected),
-                            ("oracle_sidecar_rows_rejected_total", store.rows_rejected),
-                            ("oracle_sidecar_reporter_dropped_total", dropped),
-                            ("oracle_sidecar_reporter_send_errors_total", errors),
-                            ("oracle_sidecar_reporter_overflow_total", overflow),
-                            ("oracle_sidecar_series_overflow_total", len(store.overflow_keys))):
-            out.append(heads[name])
-            if isinstance(value, dict):  # by reason, every reason from the start
-                out.extend(f'{name}{{reason="{escape_label(reason)}"}} {spell(n)}\n'
-                           for reason, n in value.items())
+        for name, reasons in (("oracle_sidecar_messages_received_total", None),
+                              ("oracle_sidecar_messages_rejected_total", rejected),
+                              ("oracle_sidecar_rows_rejected_total", rows),
+                              ("oracle_sidecar_reporter_dropped_total", None),
+                              ("oracle_sidecar_reporter_send_errors_total", None),
+                              ("oracle_sidecar_reporter_overflow_total", None),
+                              ("oracle_sidecar_series_overflow_total", None)):
+            out.append(self._heads[om][name].replace("%", "%%"))
+            if reasons is None:
+                out.append(f"{name} %s\n")
             else:
-                out.append(f"{name} {spell(value)}\n")
+                out.extend(f'{name}{{reason="{escape_label(reason).replace("%", "%%")}"}} %s\n'
+                           for reason in reasons)
         return "".join(out)
 
     def _state(self, om: bool) -> str:
         """The figures that change with the clock, written on every scrape."""
         store, heads = self.store, self._heads[om]
         spell = om_float if om else go_float
-        one, zero = spell(1.0), spell(0.0)
         status, _ = store.status()
-        out = [heads["oracle_sidecar_health_status"]]
-        out.extend(f'oracle_sidecar_health_status{{status="{state}"}} '
-                   f"{one if state == status else zero}\n" for state in HEALTH_STATES)
-        out.append(heads["oracle_sidecar_ready"])
-        out.append(f"oracle_sidecar_ready {one if self.ready() else zero}\n")
+        health = self._health[om].get(status)
+        if health is None:  # a state HEALTH_STATES does not name ("unknown"): every line 0
+            health = self._health[om][status] = self._health_lines(om, status)
         age = store.last_push_age()
-        out.append(heads["oracle_sidecar_last_push_age_seconds"])
-        out.append(f"oracle_sidecar_last_push_age_seconds "
-                   f"{spell(math.nan if age is None else age)}\n")
         fresh = sum(1 for s in store.sources.values() if store.is_fresh(s))
-        out.append(heads["oracle_sidecar_sources"])
-        out.append(f'oracle_sidecar_sources{{state="fresh"}} {spell(fresh)}\n'
-                   f'oracle_sidecar_sources{{state="stale"}} {spell(len(store.sources) - fresh)}'
-                   "\n")
-        out.append(heads["oracle_sidecar_build_info"])
-        out.append(self._build[om])
+        out = [health, self._ready[om][1.0 if self.ready() else 0.0],
+               heads["oracle_sidecar_last_push_age_seconds"],
+               f"oracle_sidecar_last_push_age_seconds {spell(math.nan if age is None else age)}\n",
+               heads["oracle_sidecar_sources"],
+               f'oracle_sidecar_sources{{state="fresh"}} {spell(fresh)}\n'
+               f'oracle_sidecar_sources{{state="stale"}} {spell(len(store.sources) - fresh)}\n',
+               self._build[om]]
         for name, value in self._process.read():
             out.append(heads[name])
             out.append(f"{name} {spell(value)}\n")
         if om:
             out.append(EOF)
         return "".join(out)
+
+    def _health_lines(self, om: bool, status: str) -> str:
+        """The health family when the store's status is ``status``."""
+        one, zero = (om_float if om else go_float)(1.0), (om_float if om else go_float)(0.0)
+        return self._heads[om]["oracle_sidecar_health_status"] + "".join(
+            f'oracle_sidecar_health_status{{status="{state}"}} '
+            f"{one if state == status else zero}\n" for state in HEALTH_STATES)
 
     # -- JSON ---------------------------------------------------------------------------------
 

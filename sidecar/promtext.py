@@ -26,6 +26,7 @@ __all__ = ["EOF", "OPENMETRICS", "TEXT", "escape_help", "escape_label", "go_floa
 TEXT = "text/plain; version=0.0.4; charset=utf-8"
 OPENMETRICS = "application/openmetrics-text; version=1.0.0; charset=utf-8"
 EOF = "# EOF\n"
+_EXACT = 2**53  # integers below this in magnitude are exact in a float64
 _TEXT_1 = "text/plain; version=1.0.0; charset=utf-8"
 _ESCAPINGS = ("allow-utf-8", "underscores", "dots", "values")
 
@@ -140,6 +141,14 @@ def go_int(value: int) -> str:
     """A counter held as an integer, as client_golang writes the float64 it would hold."""
     if -1_000_000 < value < 1_000_000:
         return str(value)
+    if -_EXACT < value < _EXACT:
+        # float64 holds it exactly, and no shorter decimal is as close: Go's shortest 'g'
+        # spelling is its digits without the trailing zeros, always with an exponent (>= 6).
+        digits = str(abs(value))
+        exponent = len(digits) - 1
+        digits = digits.rstrip("0")
+        return (f"{'-' if value < 0 else ''}{digits[0]}{'.' if len(digits) > 1 else ''}"
+                f"{digits[1:]}e+{exponent:02d}")
     try:
         return go_float(float(value))
     except OverflowError:
@@ -158,7 +167,4 @@ def om_int(value: int) -> str:
     """A counter held as an integer, as client_golang's OpenMetrics writer spells its float."""
     if -1_000_000 < value < 1_000_000:
         return f"{value}.0"
-    try:
-        return om_float(float(value))
-    except OverflowError:
-        return "+Inf" if value > 0 else "-Inf"
+    return go_int(value)  # spelled with an exponent (or Inf): OpenMetrics' spelling too

@@ -27,7 +27,7 @@ from aiohttp import web
 
 from sidecar import __version__, forked, options, protocol, slices
 from sidecar.documents import Health
-from sidecar.exposition import Exposition
+from sidecar.exposition import BLOCK_BYTES, Exposition
 from sidecar.logs import setup_logging
 from sidecar.openapi import load as load_openapi
 from sidecar.persist import StateFile
@@ -250,11 +250,13 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     async with app[STATE]["render_lock"]:  # one render at a time; the next reuses its bytes
         # Between slices, the loop answers probes and pushes.
         blocks, content_type = await slices.run(app[EXPOSITION].metrics_slices(accept))
-    if len(blocks) == 1:
-        return web.Response(body=blocks[0], headers={"Content-Type": content_type})
+    size = sum(map(len, blocks))
+    if size <= BLOCK_BYTES:  # headers and body in one send: the client is woken once, not thrice
+        return web.Response(body=blocks[0] if len(blocks) == 1 else b"".join(blocks),
+                            headers={"Content-Type": content_type})
     # Block by block, so that no write copies megabytes at once; each waits for the client.
     response = web.StreamResponse(headers={"Content-Type": content_type})
-    response.content_length = sum(map(len, blocks))
+    response.content_length = size
     await response.prepare(request)
     for block in blocks:
         await response.write(block)

@@ -3,6 +3,12 @@
 //
 //	gorender -methods 800 -rounds 20   time Gather + the text and OpenMetrics encoders (JSON out)
 //	gorender -floats < values          each value as client_golang spells it (text, OpenMetrics)
+//	gorender -serve 127.0.0.1:0 -methods 8
+//	                                   serve the family set over HTTP as a Go server does:
+//	                                   /metrics (promhttp.HandlerFor, OpenMetrics negotiated),
+//	                                   /push (every series changes, as after a reporter's push),
+//	                                   /livez (a fixed small answer); prints the address, then
+//	                                   serves until killed
 //
 // Build in GOPATH mode: GO111MODULE=off GOPATH=/usr/share/gocode go build -o gorender .
 package main
@@ -13,13 +19,17 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 )
@@ -31,7 +41,26 @@ var codes = []string{"OK", "Canceled", "Unknown", "InvalidArgument", "DeadlineEx
 
 var buckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60}
 
-func registry(methods int) *prometheus.Registry {
+// series is one method's children of every family, for push to change.
+type series struct {
+	started, received, sent, ok, notFound, internal prometheus.Counter
+	seconds                                         prometheus.Observer
+}
+
+// add counts k RPCs started (k-2 OK, one NotFound, one Internal) and their messages.
+func (s series) add(k float64) {
+	s.started.Add(k)
+	s.received.Add(k)
+	s.sent.Add(k - 2)
+	s.ok.Add(k - 2)
+	s.notFound.Add(1)
+	s.internal.Add(1)
+}
+
+// registry registers the family set for methods and returns it with push: every series
+// changes (started, OK, NotFound and Internal, one observation, messages), as every method
+// does in the sidecar benchmark's pushes.
+func registry(methods int) (*prometheus.Registry, func()) {
 	labels := []string{"grpc_type", "grpc_service", "grpc_method"}
 	started := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "grpc_server_started_total", Help: "RPCs started on the server."}, labels)
@@ -47,28 +76,65 @@ func registry(methods int) *prometheus.Registry {
 		Name: "grpc_server_msg_sent_total", Help: "RPC stream messages sent by the server."}, labels)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(started, handled, seconds, received, sent)
+	all := make([]series, 0, methods)
 	for j := 0; j < methods; j++ {
 		method := fmt.Sprintf("Method%04d", j)
 		values := []string{"unary", "oracle.v1.Oracle", method}
-		k := float64(50 + j%100)
-		started.WithLabelValues(values...).Add(k)
-		received.WithLabelValues(values...).Add(k)
-		sent.WithLabelValues(values...).Add(k - 2)
+		s := series{started: started.WithLabelValues(values...),
+			received: received.WithLabelValues(values...),
+			sent:     sent.WithLabelValues(values...),
+			seconds:  seconds.WithLabelValues(values...)}
 		for i, code := range codes {
 			c := handled.WithLabelValues(append(values, code)...)
 			switch i {
 			case 0:
-				c.Add(k - 2)
-			case 5, 13:
-				c.Add(1)
+				s.ok = c
+			case 5:
+				s.notFound = c
+			case 13:
+				s.internal = c
 			}
 		}
-		h := seconds.WithLabelValues(values...)
+		k := float64(50 + j%100)
+		s.add(k)
 		for n := 0; n < int(k); n++ {
-			h.Observe(0.004 * float64(1+n%7))
+			s.seconds.Observe(0.004 * float64(1+n%7))
+		}
+		all = append(all, s)
+	}
+	pushes := 0
+	push := func() {
+		pushes++
+		for j, s := range all {
+			s.add(float64(50 + (j+pushes)%100))
+			s.seconds.Observe(0.004 * float64(1+(j+pushes)%7))
 		}
 	}
-	return reg
+	return reg, push
+}
+
+// serve answers /metrics, /push and /livez on addr until the process is killed.
+func serve(addr string, methods int) error {
+	reg, push := registry(methods)
+	var mu sync.Mutex // pushes one at a time (scrapes read the counters as they are)
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	mux.HandleFunc("/push", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		push()
+		mu.Unlock()
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("/livez", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"alive":true}`))
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fmt.Println(ln.Addr().String())
+	return http.Serve(ln, mux)
 }
 
 func render(reg *prometheus.Registry, format expfmt.Format) ([]byte, error) {
@@ -92,7 +158,7 @@ func render(reg *prometheus.Registry, format expfmt.Format) ([]byte, error) {
 }
 
 func timing(methods, rounds int) error {
-	reg := registry(methods)
+	reg, _ := registry(methods)
 	out := map[string]interface{}{"methods": methods}
 	for name, format := range map[string]expfmt.Format{"text": expfmt.FmtText,
 		"openmetrics": expfmt.FmtOpenMetrics} {
@@ -172,10 +238,13 @@ func main() {
 	methods := flag.Int("methods", 800, "RPC methods")
 	rounds := flag.Int("rounds", 20, "renders per format")
 	spell := flag.Bool("floats", false, "spell the values read from stdin")
+	addr := flag.String("serve", "", "serve over HTTP on this address (host:port)")
 	flag.Parse()
 	var err error
 	if *spell {
 		err = floats()
+	} else if *addr != "" {
+		err = serve(*addr, *methods)
 	} else {
 		err = timing(*methods, *rounds)
 	}

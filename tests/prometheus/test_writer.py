@@ -181,6 +181,10 @@ def test_numbers_are_spelled_as_client_golang_spells_them(gorender: Path) -> Non
               1796135101.97, 1e-300, 5e-324, math.inf, -math.inf, 0.1 + 0.2, 2.0**53]
     values += [rng.uniform(0, 10) for _ in range(40)] + [rng.uniform(0, 1e9) for _ in range(20)]
     values += [float(rng.randint(0, 10**7)) for _ in range(40)]
+    # counters past 10^6 up to 2^53 (spelled from their digits), trailing zeros included
+    values += [float(rng.randint(10**e, 10**(e + 1)) // 10**z * 10**z)
+               for e in range(6, 15) for z in (0, 1, e // 2, e) for _ in range(3)]
+    values += [float(10**e) for e in range(6, 16)] + [float(2**53 - 1), 12300000.0]
     done = subprocess.run([str(gorender), "-floats"], input="".join(f"{v!r}\n" for v in values),
                           capture_output=True, text=True, timeout=60, check=True)
     go = [line.split() for line in done.stdout.splitlines()]
