@@ -200,7 +200,8 @@ def run(quick: bool, machine: str, command: str) -> Section:
                      800: _http(procs, 800, 3 if quick else rounds[800], gorender)}
         seconds = 3.0 if quick else 15.0
         loads = [_load(procs, seconds, 0, 65_507), _load(procs, seconds, 8, 65_507),
-                 _load(procs, seconds, 8, 16_384)]
+                 _load(procs, seconds, 8, 16_384),
+                 _load(procs, seconds, 8, 65_507, history=600 if quick else 3600)]
         rss = [_idle_rss(procs) for _ in range(1 if quick else 3)]
     return _section(renders, go, over_http, loads, rss, quick, machine, command)
 
@@ -249,7 +250,9 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
         probes = [x * 1000 for x in load["probes"]]
         metrics = [s["seconds"] * 1000 for s in load["scrapes"] if s["path"] == "/metrics"]
         what = ("/metrics" + (" + JSON snapshot every 2 s" if load["json_every"] else "")
-                + f", {load['part_bytes'] // 1024} KiB parts")
+                + f", {load['part_bytes'] // 1024} KiB parts"
+                + (f", after {load['history'] / 60:.0f} min of history (restarted service)"
+                   if load["history"] else ""))
         rows3.append((what, f"{max(lags):.1f}", f"{max(cpu):.1f}",
                       f"{percentile(probes, 50):.1f} / {percentile(probes, 99):.1f} / "
                       f"{max(probes):.1f}", f"{spread(metrics).median:.0f}",
@@ -268,9 +271,10 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
         f"{_median_ms(go8[name]['seconds']):.2f} ms, server CPU "
         f"{_median_ms(go8[name]['cpu']):.2f})" for name, _ in FORMATS)
     eight_hundred = spread([v * 1000 for v in renders[800]["text"]["new"]]).median
-    plain = loads[0]
-    probes99 = percentile([x * 1000 for x in plain["probes"]], 99)
-    stall = max(plain["cpu"]) * 1000
+    # The verdicts take the worst of the rows: the loop must hold under each kind of load.
+    probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in loads)
+    stall = max(max(load["cpu"]) for load in loads) * 1000
+    wall = max(max(load["lags"]) for load in loads) * 1000
     section = Section(
         key="render",
         title="10. /metrics rendering: the writer, prometheus-client and Go",
@@ -289,7 +293,11 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
                "included). Then a sidecar under continuous scrapes "
                "of 2 000 busy methods with a 20 ms /livez prober, its event loop watched by "
                "a 1 ms timer: the wall-clock stall includes waits for a CPU on a shared "
-               "machine, the CPU column is the loop's own longest step."
+               "machine, the CPU column is the loop's own longest step. The last row serves "
+               "after the store has lived through an hour of those methods from an earlier "
+               "process that then exited (every history point the sidecar keeps, retired "
+               "totals beside the live ones: the steady state of a service that has "
+               "restarted)."
                + (" Quick mode: figures indicative only." if quick else "")),
         machine=machine,
         command=command,
@@ -303,9 +311,10 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
          f"{eight_hundred:.1f} ms text; ×{ratios['text']:.2f} / ×{ratios['OpenMetrics']:.2f} "
          f"Go's time (text / OpenMetrics)",
          eight_hundred <= 25 and max(ratios.values()) <= 2),
-        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU)",
-         f"{stall:.1f} ms longest step; wall {max(plain['lags']) * 1000:.0f} ms", stall <= 10),
-        ("/livez p99 <= 20 ms during continuous scraping", f"{probes99:.1f} ms", probes99 <= 20),
+        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU, worst row)",
+         f"{stall:.1f} ms longest step; wall {wall:.0f} ms", stall <= 10),
+        ("/livez p99 <= 20 ms during continuous scraping (worst row)", f"{probes99:.1f} ms",
+         probes99 <= 20),
         ("idle RSS <= 40 MiB", f"{idle.text(2)} MiB", idle.median <= 40),
     ]
     section.notes = [
