@@ -388,7 +388,7 @@ def _row(obj: Any, buckets: tuple[float, ...], no_bools: bool = False) -> Row:
 _NO_KEY: Any = object()
 
 
-def _valid_row(obj: dict[str, Any], buckets: tuple[float, ...], no_bools: bool) -> Row | None:
+def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | None:
     """:func:`_row` of a row whose fields break no rule and need no conversion; None for any
     other (7.0 for 7, a time as an integer: the careful path converts them or says what is
     wrong).
@@ -409,10 +409,10 @@ def _valid_row(obj: dict[str, Any], buckets: tuple[float, ...], no_bools: bool) 
             and rpc_type in RPC_TYPES
             and type(codes) is dict and codes.keys() <= _CODE_NAMES.keys()
             and type(hist) is list and len(hist) == len(buckets) + 1
-            and (type(total) is float and 0 <= total < math.inf
-                 or type(total) is int and 0 <= total <= MAX_INT)
-            and (type(largest) is float and 0 <= largest < math.inf
-                 or type(largest) is int and 0 <= largest <= MAX_INT)
+            and ((type(total) is float and 0 <= total < math.inf)
+                 or (type(total) is int and 0 <= total <= MAX_INT))
+            and ((type(largest) is float and 0 <= largest < math.inf)
+                 or (type(largest) is int and 0 <= largest <= MAX_INT))
             and type(exceptions) is dict and len(exceptions) <= MAX_KEYS):
         return None
     ints = [started, received, *codes.values(), *hist, *exceptions.values()]
