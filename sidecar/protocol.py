@@ -407,7 +407,7 @@ def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | No
             and (service.isprintable() or not FORBIDDEN.search(service))
             and (method.isprintable() or not FORBIDDEN.search(method))
             and rpc_type in RPC_TYPES
-            and type(codes) is dict and codes.keys() <= _CODE_NAMES.keys()
+            and type(codes) is dict
             and type(hist) is list and len(hist) == len(buckets) + 1
             and ((type(total) is float and 0 <= total < math.inf)
                  or (type(total) is int and 0 <= total <= MAX_INT))
@@ -420,14 +420,16 @@ def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | No
         ints.append(sent)
     if not fine_histogram.naturals(ints, no_bools) or sum(ints) > MAX_INT:
         return None  # (a sum past MAX_INT, never seen, is left to the careful path too)
+    if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
+        if not codes.keys() <= _CODE_NAMES.keys():
+            return None
+        codes = _codes(codes)
     if last is not None:
         when = last[1] if type(last) is list and len(last) == 2 else None
         if (type(when) is not float or not math.isfinite(when) or type(last[0]) is not str
                 or last[0] not in _CODE_NAMES):
             return None
         last = (_CODE_NAMES[last[0]], when)
-    if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
-        codes = _codes(codes)
     if exceptions and not exceptions.keys() <= _GOOD_EXCEPTIONS:
         exceptions = _exceptions(exceptions)  # names to repair or to learn; never raises here
     hist = tuple(hist)
