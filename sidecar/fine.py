@@ -172,6 +172,7 @@ def _from_valid_runs(value: list[Any], n_buckets: int, no_bools: bool
                      ) -> tuple[Sparse, list[int], list[int]] | None:
     """(pairs, their indexes, their counts) of runs that break no rule, in 4-byte items; None
     for any other (the careful path says what is wrong)."""
+    every = _index_list(n_buckets)  # slices of one list of ints: no int made per bucket
     indexes: list[int] = []
     counts: list[Any] = []
     nxt = 0
@@ -182,15 +183,22 @@ def _from_valid_runs(value: list[Any], n_buckets: int, no_bools: bool
         if type(first) is not int or first < nxt:
             return None
         nxt = first + len(run) - 1
-        indexes += range(first, nxt)
+        indexes += every[first:nxt]
         counts += run[1:]
-    if nxt > n_buckets:
+    if nxt > n_buckets or not naturals(counts, no_bools):
         return None
-    if not naturals(counts, no_bools):
-        return None
-    if 0 in counts:  # gaps inside runs: sparse pairs hold no zero count
+    zeros = counts.count(0)  # gaps inside runs: sparse pairs hold no zero count
+    if zeros > 64:
         indexes = list(compress(indexes, counts))
         counts = list(filter(None, counts))
+    elif zeros:  # the usual few: found and cut out at C speed
+        i = counts.index(0)
+        while True:
+            del indexes[i], counts[i]
+            try:
+                i = counts.index(0, i)
+            except ValueError:
+                break
     flat = indexes + counts
     flat[0::2], flat[1::2] = indexes, counts
     try:
@@ -215,6 +223,11 @@ def naturals(values: list[Any], no_bools: bool) -> bool:
 
 
 _INT_ONLY = {int}
+
+
+@lru_cache(maxsize=4)
+def _index_list(n_buckets: int) -> list[int]:
+    return list(range(n_buckets))
 
 
 def _fold(indexes: list[int], counts: list[int], classic: tuple[float, ...]) -> list[int]:

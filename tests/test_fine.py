@@ -7,6 +7,7 @@ import math
 import random
 from array import array
 from bisect import bisect_left
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,43 @@ def test_a_count_that_went_down_is_found_whatever_the_buckets(top: int) -> None:
     for typecode in "Iq":
         assert fine.decrease(array(typecode, [5, 9, 10, 3]), array(typecode, [5, 10, 9, 3])) \
             == (5, 10, 9)
+
+
+def _runs_outcome(read: Any) -> Any:
+    try:
+        return read()
+    except ValueError as err:
+        return str(err)
+
+
+def test_runs_read_at_c_speed_give_the_pairs_or_the_error_of_the_run_by_run_reading() -> None:
+    """from_runs_folded: the same pairs (and their classic fold) or the same error as the
+    careful run-by-run reading, for valid runs with few or many zero counts and broken ones."""
+    rng = random.Random(14)
+    n = len(fine.bounds(CLASSIC) or ()) + 1
+    odd: list[Any] = [True, False, 1.0, -1, None, "1", [], 2**32, 2**63, 2**64]
+    for case in range(3000):
+        runs: list[Any] = []
+        nxt = rng.randrange(5)
+        while nxt < n and len(runs) < rng.randint(1, 12):
+            length = rng.choice([1, 2, 5, 40, 200])
+            zeros = rng.choice([0.0, 0.1, 0.5, 0.9])
+            counts = [0 if rng.random() < zeros else rng.randint(1, 10**6)
+                      for _ in range(max(1, min(length, n - nxt)))]
+            runs.append([nxt, *counts])
+            nxt += len(counts) + rng.choice([0, 0, 1, 30])
+        if case % 3 == 0:  # something broken: a value, an index, a run's shape, the order
+            r = rng.randrange(len(runs))
+            where = rng.randrange(len(runs[r]))
+            runs[r][where] = rng.choice([*odd, n, n + 5, -3])
+            if case % 9 == 0:
+                runs.insert(rng.randrange(len(runs) + 1), rng.choice([[], [3], 5, {}, [2, 1]]))
+        text = json.dumps(runs)
+        no_bools = "true" not in text and "false" not in text
+        want = _runs_outcome(partial(fine._from_runs_checked, runs, n, "runs"))
+        got = _runs_outcome(partial(fine.from_runs_folded, runs, n, CLASSIC, "runs", no_bools))
+        if isinstance(want, str):
+            assert got == want, runs
+        else:
+            assert got == (want, fine.fold_classic(want, CLASSIC)), runs
+            assert got[0].typecode == want.typecode
