@@ -49,7 +49,6 @@ __all__ = [
     "from_json",
     "from_runs",
     "from_runs_folded",
-    "naturals",
     "pack",
     "quantile",
     "quantiles",
@@ -185,41 +184,30 @@ def _from_valid_runs(value: list[Any], n_buckets: int, no_bools: bool
         nxt = first + len(run) - 1
         indexes += every[first:nxt]
         counts += run[1:]
-    if nxt > n_buckets or not naturals(counts, no_bools):
+    if nxt > n_buckets:
+        return None
+    try:  # every count an integer (or a boolean: see no_bools) from 0 to 2**32 - 1
+        items = array("I", counts)
+    except (TypeError, OverflowError):  # or 2**32 and more, valid but rare: the careful path
+        return None
+    if not no_bools and not set(map(type, counts)) <= _INT_ONLY:
         return None
     zeros = counts.count(0)  # gaps inside runs: sparse pairs hold no zero count
     if zeros > 64:
         indexes = list(compress(indexes, counts))
         counts = list(filter(None, counts))
+        items = array("I", counts)
     elif zeros:  # the usual few: found and cut out at C speed
         i = counts.index(0)
         while True:
-            del indexes[i], counts[i]
+            del indexes[i], counts[i], items[i]
             try:
                 i = counts.index(0, i)
             except ValueError:
                 break
-    flat = indexes + counts
-    flat[0::2], flat[1::2] = indexes, counts
-    try:
-        return array("I", flat), indexes, counts
-    except OverflowError:  # a count of 2**32 or more
-        return None
-
-
-def naturals(values: list[Any], no_bools: bool) -> bool:
-    """True when every value is an integer from 0 to 2**64 - 1 written as one in JSON (not
-    7.0, not ``true``); False otherwise, not an error.
-
-    One C-level conversion to unsigned 64-bit items tests type and sign at once. It takes
-    ``True`` for 1, so unless ``no_bools`` (the JSON text held neither ``true`` nor ``false``)
-    the types are looked at too.
-    """
-    try:
-        array("Q", values)
-    except (TypeError, OverflowError):
-        return False
-    return no_bools or set(map(type, values)) <= _INT_ONLY
+    pairs = array("I", bytes(8 * len(counts)))
+    pairs[0::2], pairs[1::2] = array("I", indexes), items
+    return pairs, indexes, counts
 
 
 _INT_ONLY = {int}

@@ -418,7 +418,7 @@ def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | No
     ints = [started, received, *codes.values(), *hist, *exceptions.values()]
     if sent is not _NO_KEY:
         ints.append(sent)
-    if not fine_histogram.naturals(ints, no_bools) or sum(ints) > MAX_INT:
+    if not _naturals(ints, no_bools) or sum(ints) > MAX_INT:
         return None  # (a sum past MAX_INT, never seen, is left to the careful path too)
     if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
         if not codes.keys() <= _CODE_NAMES.keys():
@@ -439,6 +439,21 @@ def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | No
     return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
                exceptions, last, received, codes.get("OK", 0) if sent is _NO_KEY else sent,
                fine)
+
+
+def _naturals(values: list[Any], no_bools: bool) -> bool:
+    """True when every value is an integer from 0 to 2**64 - 1 written as one in JSON (not
+    7.0, not ``true``); False otherwise, not an error.
+
+    One C-level conversion to unsigned 64-bit items tests type and sign at once. It takes
+    ``True`` for 1, so unless ``no_bools`` (the JSON text held neither ``true`` nor ``false``)
+    the types are looked at too.
+    """
+    try:
+        array("Q", values)
+    except (TypeError, OverflowError):
+        return False
+    return no_bools or set(map(type, values)) <= _INT_ONLY
 
 
 def _row_checked(obj: Any, buckets: tuple[float, ...]) -> Row:
