@@ -319,7 +319,10 @@ def decode(data: bytes) -> Message:
     seq = _int(_need(obj, "seq", ""), "seq")
     time = _number(_get(obj, "time", _NUMBER, ""), "time")
     part, parts = _part(obj.get("part", [0, 1]))
-    buckets = _buckets(_get(obj, "buckets", list, ""))
+    # JSON makes a boolean from the literal true or false and from nothing else: a text without
+    # either holds none, and its integer arrays need no per-item type test.
+    no_bools = b"true" not in data and b"false" not in data
+    buckets = _buckets(_get(obj, "buckets", list, ""), no_bools)
 
     health: str | None = None
     checks: dict[str, str] | None = None
@@ -354,9 +357,6 @@ def decode(data: bytes) -> Message:
     rows: list[Row] = []
     rejected: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    # JSON makes a boolean from the literal true or false and from nothing else: a text without
-    # either holds none, and the rows' integer arrays need no per-item type test.
-    no_bools = b"true" not in data and b"false" not in data
     for i, raw in enumerate(raw_rows):
         try:
             row = _row(raw, buckets, no_bools)
@@ -685,9 +685,10 @@ def _part(value: Any) -> tuple[int, int]:
                                      f"<= {MAX_PARTS}")
 
 
-def _buckets(values: list[Any]) -> tuple[float, ...]:
+def _buckets(values: list[Any], no_bools: bool = False) -> tuple[float, ...]:
     known = _last_buckets  # every message of every source repeats the same bounds
-    if values == known[0] and set(map(type, values)) == known[2]:
+    # Equal numbers give equal bounds (7 and 7.0 alike); only true, equal to 1, must not pass.
+    if values == known[0] and (no_bools or set(map(type, values)) == known[2]):
         cached: tuple[float, ...] = known[1]
         return cached
     if not 1 <= len(values) <= MAX_BUCKETS:

@@ -326,3 +326,10 @@ def test_the_fast_row_check_decides_as_the_field_by_field_one() -> None:
                 assert [type(getattr(fast, f)) for f in ROW_FIELDS[3:12]] == [
                     type(getattr(careful, f)) for f in ROW_FIELDS[3:12]]
     assert decided == {protocol.Row, tuple}
+
+
+def test_bounds_equal_to_the_last_ones_still_refuse_a_boolean() -> None:
+    """true equals 1: bounds that compare equal to the cached ones but hold true are refused."""
+    for bounds in ([1.0, 2.5], [1, 2.5]):
+        assert decode(json.dumps(message(buckets=bounds, rpcs=[])).encode()).buckets == (1.0, 2.5)
+    assert reason_of(message(buckets=[True, 2.5], rpcs=[])) == "bad_field"
