@@ -21,8 +21,9 @@ given ``--output``; ``--only NAME`` picks some.
 8. ``fine`` (:mod:`benchmarks.fine`): what the fine histogram costs against the classic
    buckets alone: the record path, the Oracle's push, the sidecar's memory for 1 000 methods.
 9. ``ingest`` (:mod:`benchmarks.ingest`): CPU per 8-method snapshot before and after the
-   ingest work, in-process and in a real sidecar; parts of a 10-part snapshot delivered per
-   push, paced and not.
+   ingest work, in-process and in a real sidecar; per datagram of the reporter's own snapshots
+   (fine counts) and of one 64 KiB part of a 2 000-method snapshot; parts of a 10-part
+   snapshot delivered per push, paced and not.
 10. ``render`` (:mod:`benchmarks.render`): /metrics rendered by the sidecar's writer against
    prometheus-client and Go's client_golang; the event loop and /livez under scrape load of
    2 000 series; idle RSS.

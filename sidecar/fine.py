@@ -23,11 +23,13 @@ reporter imports this module inside the gRPC process.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
-from itertools import chain, compress, pairwise
+from itertools import chain, compress, pairwise, repeat
+from operator import ge
 from typing import TYPE_CHECKING, Any, Final, TypeAlias
 
 if TYPE_CHECKING:  # the reporter imports this module: no import it does not need at run time
@@ -42,9 +44,11 @@ __all__ = [
     "bounds",
     "combine",
     "count",
+    "decrease",
     "fold_classic",
     "from_json",
     "from_runs",
+    "from_runs_folded",
     "pack",
     "quantile",
     "quantiles",
@@ -95,14 +99,7 @@ def bounds(classic: tuple[float, ...], schema: int = SCHEMA) -> tuple[float, ...
 def fold_classic(pairs: Sequence[int], classic: tuple[float, ...]) -> list[int]:
     """The classic per-bucket counts (the last one +Inf) that sparse fine counts add up to."""
     flat = pairs.tolist() if isinstance(pairs, array) else list(pairs)
-    indexes, counts = flat[0::2], flat[1::2]
-    out, start = [], 0
-    for edge in _edges(classic):  # classic bucket j holds fine buckets up to edge j
-        stop = bisect_right(indexes, edge, start)
-        out.append(sum(counts[start:stop]))
-        start = stop
-    out.append(sum(counts[start:]))
-    return out
+    return _fold(flat[0::2], flat[1::2], classic)
 
 
 @lru_cache(maxsize=16)
@@ -149,8 +146,91 @@ def pack(values: Iterable[int]) -> Sparse:
         return values  # type: ignore[return-value]
 
 
-def from_runs(value: Any, n_buckets: int, where: str) -> Sparse:
-    """Sparse pairs from wire runs; ValueError saying what is wrong (``where`` names it)."""
+def from_runs(value: Any, n_buckets: int, where: str, no_bools: bool = False) -> Sparse:
+    """Sparse pairs from wire runs; ValueError saying what is wrong (``where`` names it).
+
+    ``no_bools``: the JSON text held neither ``true`` nor ``false``, the only way JSON makes a
+    boolean, so the counts need no type test item by item to tell 1 from ``true``.
+    """
+    return from_runs_folded(value, n_buckets, (), where, no_bools)[0]
+
+
+def from_runs_folded(value: Any, n_buckets: int, classic: tuple[float, ...], where: str,
+                     no_bools: bool = False) -> tuple[Sparse, list[int]]:
+    """:func:`from_runs`, and the classic per-bucket counts the pairs add up to
+    (:func:`fold_classic`; empty when ``classic`` is)."""
+    valid = _from_valid_runs(value, n_buckets, no_bools) if type(value) is list else None
+    if valid is None:  # some rule broken, or counts of 2**32 and more: run by run
+        pairs = _from_runs_checked(value, n_buckets, where)
+        return pairs, fold_classic(pairs, classic) if classic else []
+    pairs, indexes, counts = valid
+    return pairs, _fold(indexes, counts, classic) if classic else []
+
+
+def _from_valid_runs(value: list[Any], n_buckets: int, no_bools: bool
+                     ) -> tuple[Sparse, list[int], list[int]] | None:
+    """(pairs, their indexes, their counts) of runs that break no rule, in 4-byte items; None
+    for any other (the careful path says what is wrong)."""
+    every = _index_list(n_buckets)  # slices of one list of ints: no int made per bucket
+    indexes: list[int] = []
+    counts: list[Any] = []
+    nxt = 0
+    for run in value:
+        if type(run) is not list or len(run) < 2:
+            return None
+        first = run[0]
+        if type(first) is not int or first < nxt:
+            return None
+        nxt = first + len(run) - 1
+        indexes += every[first:nxt]
+        counts += run[1:]
+    if nxt > n_buckets:
+        return None
+    try:  # every count an integer (or a boolean: see no_bools) from 0 to 2**32 - 1
+        items = array("I", counts)
+    except (TypeError, OverflowError):  # or 2**32 and more, valid but rare: the careful path
+        return None
+    if not no_bools and not set(map(type, counts)) <= _INT_ONLY:
+        return None
+    zeros = counts.count(0)  # gaps inside runs: sparse pairs hold no zero count
+    if zeros > 64:
+        indexes = list(compress(indexes, counts))
+        counts = list(filter(None, counts))
+        items = array("I", counts)
+    elif zeros:  # the usual few: found and cut out at C speed
+        i = counts.index(0)
+        while True:
+            del indexes[i], counts[i], items[i]
+            try:
+                i = counts.index(0, i)
+            except ValueError:
+                break
+    pairs = array("I", bytes(8 * len(counts)))
+    pairs[0::2], pairs[1::2] = array("I", indexes), items
+    return pairs, indexes, counts
+
+
+_INT_ONLY = {int}
+
+
+@lru_cache(maxsize=4)
+def _index_list(n_buckets: int) -> list[int]:
+    return list(range(n_buckets))
+
+
+def _fold(indexes: list[int], counts: list[int], classic: tuple[float, ...]) -> list[int]:
+    """:func:`fold_classic` of pairs given as their indexes and counts."""
+    out, start = [], 0
+    for edge in _edges(classic):  # classic bucket j holds fine buckets up to edge j
+        stop = bisect_right(indexes, edge, start)
+        out.append(sum(counts[start:stop]))
+        start = stop
+    out.append(sum(counts[start:]))
+    return out
+
+
+def _from_runs_checked(value: Any, n_buckets: int, where: str) -> Sparse:
+    """:func:`from_runs` run by run, raising the exact error."""
     if not isinstance(value, list):
         raise ValueError(f"{where} must be an array of runs [first index, count, ...]")
     out: list[int] = []
@@ -225,6 +305,50 @@ def total(plus: Iterable[Sequence[int]], minus: Iterable[Sequence[int]] = ()) ->
         for i, n in zip(flat[0::2], flat[1::2], strict=True):
             merged[i] = get(i, 0) - n
     return pack(chain.from_iterable(sorted(kv for kv in merged.items() if kv[1])))
+
+
+def decrease(after: Sequence[int], before: Sequence[int]) -> tuple[int, int, int] | None:
+    """The first bucket whose count is lower in ``after`` than in ``before`` (two cumulative
+    histograms of one process, counts not negative): (index, count before, count after); None
+    when no count went down. A bucket missing from ``after`` counts 0 there.
+    """
+    if (type(after) is array and type(before) is array and after.typecode == before.typecode
+            and len(after) == len(before) and _grown(after, before)):
+        return None
+    now = dict(zip(after[0::2], after[1::2], strict=True))
+    indexes, counts = before[0::2], before[1::2]
+    later = list(map(now.get, indexes, repeat(0)))
+    if all(map(ge, later, counts)):
+        return None
+    k = next(k for k, (x, y) in enumerate(zip(later, counts, strict=True)) if x < y)
+    return indexes[k], counts[k], later[k]
+
+
+def _grown(after: array[int], before: array[int]) -> bool:
+    """True when both hold the same buckets and no count went down; False when either is not
+    so (or cannot be told here). The usual case for a busy method, done at C speed.
+
+    Each array, read as one unsigned integer (in the machine's byte order), is a row of
+    ``w``-bit fields (the item size) in which index and count fields alternate. With equal
+    indexes, ``d = after - before`` is the sum of ``(a_k - b_k) * 2**p_k`` over the count
+    fields k, each term below ``2**(p_k + w)`` in size. The partial sum of the terms up to
+    count k takes the sign of the highest of them that is not zero, and is smaller in size
+    than the index field just above count k; that field of ``d`` is all ones when the partial
+    sum is negative (the borrow) and zero otherwise; above the highest count, ``d`` itself is
+    negative. So no count went down exactly when ``d >= 0`` and every index field of ``d`` is 0.
+    """
+    mask = _index_fields(after.itemsize, len(after))
+    a, b = int.from_bytes(after, sys.byteorder), int.from_bytes(before, sys.byteorder)
+    if a & mask != b & mask:  # other buckets
+        return False
+    d = a - b
+    return d >= 0 and not d & mask
+
+
+@lru_cache(maxsize=64)
+def _index_fields(itemsize: int, items: int) -> int:
+    """The integer whose bits are set in the index fields of ``items`` interleaved items."""
+    return int.from_bytes((b"\xff" * itemsize + b"\0" * itemsize) * (items // 2), sys.byteorder)
 
 
 def count(pairs: Sequence[int]) -> int:

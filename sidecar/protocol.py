@@ -319,7 +319,10 @@ def decode(data: bytes) -> Message:
     seq = _int(_need(obj, "seq", ""), "seq")
     time = _number(_get(obj, "time", _NUMBER, ""), "time")
     part, parts = _part(obj.get("part", [0, 1]))
-    buckets = _buckets(_get(obj, "buckets", list, ""))
+    # JSON makes a boolean from the literal true or false and from nothing else: a text without
+    # either holds none, and its integer arrays need no per-item type test.
+    no_bools = b"true" not in data and b"false" not in data
+    buckets = _buckets(_get(obj, "buckets", list, ""), no_bools)
 
     health: str | None = None
     checks: dict[str, str] | None = None
@@ -356,7 +359,7 @@ def decode(data: bytes) -> Message:
     seen: set[tuple[str, str]] = set()
     for i, raw in enumerate(raw_rows):
         try:
-            row = _row(raw, buckets)
+            row = _row(raw, buckets, no_bools)
         except ProtocolError as err:
             rejected.append((err.reason, f"rpcs[{i}]{err.detail}"))
             continue
@@ -372,9 +375,90 @@ def decode(data: bytes) -> Message:
                    tuple(rejected))
 
 
-def _row(obj: Any, buckets: tuple[float, ...]) -> Row:
-    """One row of ``rpcs``; a ProtocolError's detail starts with the field (after ``rpcs[i]``)."""
-    service, method, rpc_type, started, codes, hist, total = _core(obj, len(buckets) + 1)
+def _row(obj: Any, buckets: tuple[float, ...], no_bools: bool = False) -> Row:
+    """One row of ``rpcs``; a ProtocolError's detail starts with the field (after ``rpcs[i]``).
+
+    A valid row costs a few C-level calls; any other is checked field by field, in the order
+    below, so that the first problem is the one reported.
+    """
+    row = _valid_row(obj, buckets, no_bools) if type(obj) is dict else None
+    return row if row is not None else _row_checked(obj, buckets)
+
+
+_NO_KEY: Any = object()
+
+
+def _valid_row(obj: Any, buckets: tuple[float, ...], no_bools: bool) -> Row | None:
+    """:func:`_row` of a row whose fields break no rule and need no conversion; None for any
+    other (7.0 for 7, a time as an integer: the careful path converts them or says what is
+    wrong).
+
+    Only the fine histogram, the last field, may raise here: every field before it is valid.
+    """
+    get = obj.get
+    service, method, rpc_type = get("service"), get("method"), get("type", "unary")
+    started, codes, hist, total = get("started"), get("codes"), get("hist"), get("sum")
+    largest, exceptions, last = get("max", 0.0), get("exceptions", _NO_KEY), get("last_error")
+    received, sent = get("msg_received", started), get("msg_sent", _NO_KEY)
+    if exceptions is _NO_KEY:
+        exceptions = {}
+    if not (type(service) is str and type(method) is str
+            and 0 < len(service) <= MAX_NAME and 0 < len(method) <= MAX_NAME
+            and (service.isprintable() or not FORBIDDEN.search(service))
+            and (method.isprintable() or not FORBIDDEN.search(method))
+            and rpc_type in RPC_TYPES
+            and type(codes) is dict
+            and type(hist) is list and len(hist) == len(buckets) + 1
+            and ((type(total) is float and 0 <= total < math.inf)
+                 or (type(total) is int and 0 <= total <= MAX_INT))
+            and ((type(largest) is float and 0 <= largest < math.inf)
+                 or (type(largest) is int and 0 <= largest <= MAX_INT))
+            and type(exceptions) is dict and len(exceptions) <= MAX_KEYS):
+        return None
+    ints = [started, received, *codes.values(), *hist, *exceptions.values()]
+    if sent is not _NO_KEY:
+        ints.append(sent)
+    if not _naturals(ints, no_bools) or sum(ints) > MAX_INT:
+        return None  # (a sum past MAX_INT, never seen, is left to the careful path too)
+    if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
+        if not codes.keys() <= _CODE_NAMES.keys():
+            return None
+        codes = _codes(codes)
+    if last is not None:
+        when = last[1] if type(last) is list and len(last) == 2 else None
+        if (type(when) is not float or not math.isfinite(when) or type(last[0]) is not str
+                or last[0] not in _CODE_NAMES):
+            return None
+        last = (_CODE_NAMES[last[0]], when)
+    if exceptions and not exceptions.keys() <= _GOOD_EXCEPTIONS:
+        exceptions = _exceptions(exceptions)  # names to repair or to learn; never raises here
+    hist = tuple(hist)
+    fine = get("fine")
+    if fine is not None:
+        fine = _fine(fine, ".fine", buckets, hist, no_bools)
+    return Row(service, method, rpc_type, started, codes, hist, float(total), float(largest),
+               exceptions, last, received, codes.get("OK", 0) if sent is _NO_KEY else sent,
+               fine)
+
+
+def _naturals(values: list[Any], no_bools: bool) -> bool:
+    """True when every value is an integer from 0 to 2**64 - 1 written as one in JSON (not
+    7.0, not ``true``); False otherwise, not an error.
+
+    One C-level conversion to unsigned 64-bit items tests type and sign at once. It takes
+    ``True`` for 1, so unless ``no_bools`` (the JSON text held neither ``true`` nor ``false``)
+    the types are looked at too.
+    """
+    try:
+        array("Q", values)
+    except (TypeError, OverflowError):
+        return False
+    return no_bools or set(map(type, values)) <= _INT_ONLY
+
+
+def _row_checked(obj: Any, buckets: tuple[float, ...]) -> Row:
+    """:func:`_row` field by field, converting 7.0 to 7, raising the exact error."""
+    service, method, rpc_type, started, codes, hist, total = _core_checked(obj, len(buckets) + 1)
     largest = _number(obj["max"], ".max") if "max" in obj else 0.0
     exceptions = _exceptions(obj["exceptions"]) if "exceptions" in obj else {}
     last = obj.get("last_error")
@@ -394,8 +478,8 @@ def _row(obj: Any, buckets: tuple[float, ...]) -> Row:
                last_error, msg_received, msg_sent, fine)
 
 
-def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, ...]
-          ) -> array[int] | None:
+def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, ...],
+          no_bools: bool = False) -> array[int] | None:
     """The optional fine histogram of a row, checked against its classic counts.
 
     An unknown schema (a newer reporter) is ignored, so its classic counts still count.
@@ -409,37 +493,15 @@ def _fine(value: Any, where: str, buckets: tuple[float, ...], hist: tuple[int, .
     if fine_bounds is None:
         return None
     try:
-        pairs = fine_histogram.from_runs(_get(value, "runs", list, where + "."),
-                                         len(fine_bounds) + 1, where + ".runs")
+        pairs, folded = fine_histogram.from_runs_folded(
+            _get(value, "runs", list, where + "."), len(fine_bounds) + 1, buckets,
+            where + ".runs", no_bools)
     except ValueError as err:
         raise ProtocolError("bad_field", str(err)) from None
-    folded = fine_histogram.fold_classic(pairs, buckets)
     if tuple(folded) != hist:
         raise ProtocolError("bad_field", f"{where} counts add up to {folded} per classic "
                                          f"bucket, but hist says {list(hist)}")
     return pairs
-
-
-def _core(obj: Any, n_hist: int) -> tuple[str, str, str, int, dict[str, int], tuple[int, ...],
-                                         float]:
-    """The required fields of a row: checked at the cost of a few C calls when valid."""
-    if type(obj) is dict:
-        get = obj.get
-        service, method, rpc_type = get("service"), get("method"), get("type", "unary")
-        started, codes, hist, total = get("started"), get("codes"), get("hist"), get("sum")
-        if (type(service) is str and type(method) is str
-                and 0 < len(service) <= MAX_NAME and 0 < len(method) <= MAX_NAME
-                and (service.isprintable() or not FORBIDDEN.search(service))
-                and (method.isprintable() or not FORBIDDEN.search(method))
-                and rpc_type in RPC_TYPES and type(started) is int and 0 <= started <= MAX_INT
-                and type(codes) is dict and codes.keys() <= _CODE_NAMES.keys()
-                and _plain(codes.values())
-                and type(hist) is list and len(hist) == n_hist and _plain(hist)
-                and type(total) is float and 0 <= total < math.inf):
-            if not codes.keys() <= _CODE_SET:  # the spec's spellings: Go's names, summed
-                codes = _codes(codes)
-            return service, method, rpc_type, started, codes, tuple(hist), total
-    return _core_checked(obj, n_hist)
 
 
 def _plain(values: Any) -> bool:
@@ -450,7 +512,7 @@ def _plain(values: Any) -> bool:
 
 def _core_checked(obj: Any, n_hist: int) -> tuple[str, str, str, int, dict[str, int],
                                                   tuple[int, ...], float]:
-    """:func:`_core` field by field, converting 7.0 to 7, raising the exact error."""
+    """The required fields of a row, one by one, converting 7.0 to 7, raising the exact error."""
     if type(obj) is not dict:
         raise ProtocolError("bad_field", f" must be an object, not {_kind(obj)}")
     service = _name(_get(obj, "service", str, "."), ".service")
@@ -623,9 +685,10 @@ def _part(value: Any) -> tuple[int, int]:
                                      f"<= {MAX_PARTS}")
 
 
-def _buckets(values: list[Any]) -> tuple[float, ...]:
+def _buckets(values: list[Any], no_bools: bool = False) -> tuple[float, ...]:
     known = _last_buckets  # every message of every source repeats the same bounds
-    if values == known[0] and set(map(type, values)) == known[2]:
+    # Equal numbers give equal bounds (7 and 7.0 alike); only true, equal to 1, must not pass.
+    if values == known[0] and (no_bools or set(map(type, values)) == known[2]):
         cached: tuple[float, ...] = known[1]
         return cached
     if not 1 <= len(values) <= MAX_BUCKETS:

@@ -23,9 +23,14 @@ if TYPE_CHECKING:
 __all__ = ["Totals", "add_all", "complete_fine", "delta", "histogram_quantile", "summarise"]
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, as protocol.Row: a frozen dataclass sets each field through object.__setattr__,
+# ten calls per instance (2 µs against 0.2 µs), and ingest makes one per changed method per push.
+@dataclass(slots=True)
 class Totals:
-    """Cumulative totals of one RPC method (one source, or summed over sources)."""
+    """Cumulative totals of one RPC method (one source, or summed over sources).
+
+    Never changed once made: the store, its history ring and the answers share instances.
+    """
 
     started: int = 0
     codes: dict[str, int] = field(default_factory=dict)

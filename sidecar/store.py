@@ -15,7 +15,6 @@ as the last minute's.
 from __future__ import annotations
 
 import functools
-import itertools
 import logging
 import operator
 import time
@@ -23,6 +22,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sidecar import fine as fine_histogram
 from sidecar import protocol
 from sidecar.protocol import Message, ProtocolError, Row
 from sidecar.slices import Deadline, Slices, drive
@@ -287,9 +287,11 @@ class Store:
 
     def _apply_rows(self, src: Source, msg: Message) -> None:
         """The message's rows into its source's totals; a row that breaks a rule is skipped."""
+        rows = src.rows
+        prehistory = msg.seq == src.prehistory_seq
         for row in msg.rows:
-            key = row.key
-            old = src.rows.get(key)
+            key = (row.service, row.method, row.type)
+            old = rows.get(key)
             if old is None:
                 known_type = src.types.get(key[:2])
                 if known_type is not None:  # the method was reported with another type
@@ -314,11 +316,11 @@ class Store:
                                                           f"{problem} within one source")
                     continue
             totals = _totals(row)
-            if msg.seq == src.prehistory_seq and key not in src.prehistory_keys:
+            if prehistory and key not in src.prehistory_keys:
                 self.prehistory[key] = self.prehistory.get(key, Totals()) + (
                     totals if old is None else totals - old)
                 src.prehistory_keys.add(key)
-            src.rows[key] = totals
+            rows[key] = totals
 
     def _reject_row(self, reason: str, detail: str) -> None:
         self.rows_rejected[reason] += 1
@@ -616,12 +618,9 @@ def _decreased(old: Totals, row: Row) -> str | None:
         i = next(i for i, (a, b) in enumerate(zip(old.hist, row.hist, strict=True)) if b < a)
         return f"bucket {i} went from {old.hist[i]} to {row.hist[i]}"
     if old.fine is not None and row.fine is not None and old.fine != row.fine:
-        now = dict(zip(row.fine[0::2], row.fine[1::2], strict=True))
-        indexes, before = old.fine[0::2], old.fine[1::2]
-        after = list(map(now.get, indexes, itertools.repeat(0)))
-        if not all(map(operator.ge, after, before)):
-            i = next(k for k, (x, y) in enumerate(zip(after, before, strict=True)) if x < y)
-            return f"fine bucket {indexes[i]} went from {before[i]} to {after[i]}"
+        down = fine_histogram.decrease(row.fine, old.fine)
+        if down is not None:
+            return f"fine bucket {down[0]} went from {down[1]} to {down[2]}"
     if row.sum < old.sum - 1e-9:
         return f"sum went from {old.sum} to {row.sum}"
     for name, n in old.exceptions.items():

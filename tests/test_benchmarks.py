@@ -35,7 +35,8 @@ def test_isolated_benchmark_quick_prints_its_ratio_table(tmp_path: Path) -> None
 
 
 def test_ingest_benchmark_quick_compares_before_and_after(tmp_path: Path) -> None:
-    """The quick ingest benchmark prints CPU per snapshot for both codes and parts per push."""
+    """The quick ingest benchmark prints CPU per snapshot for both codes, per row for three
+    streams, and parts per push."""
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks", "--quick", "--only", "ingest", "--no-write"],
         cwd=ROOT, capture_output=True, text=True, timeout=300,
@@ -43,7 +44,9 @@ def test_ingest_benchmark_quick_compares_before_and_after(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr
     text = done.stdout
     for row in ("| before (`", "| after (this tree)", "| paced (docs/protocol.md)",
-                "| pacing off (a part given up at once)"):
+                "| pacing off (a part given up at once)", "| 8 methods, benchmark stream",
+                "| 8 methods as the reporter sends them, fine counts",
+                "| one part of a 2 000-method snapshot"):
         assert row in text, f"no row {row!r} in:\n{text}"
     paced = next(ln for ln in text.splitlines() if ln.startswith("| paced"))
     assert "| yes " in paced  # every part of every push arrived

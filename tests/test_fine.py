@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import math
 import random
+from array import array
 from bisect import bisect_left
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -242,3 +244,82 @@ def test_the_protocol_doc_example_is_what_the_reporter_sends() -> None:
     assert row["fine"] == {"schema": 1, "runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]}
     doc = (Path(__file__).resolve().parents[1] / "docs" / "protocol.md").read_text()
     assert '"runs": [[363, 2, 0, 1], [374, 2, 1], [383, 1]]' in doc
+
+
+def _decrease_by_dict(after: list[int], before: list[int]) -> tuple[int, int, int] | None:
+    now = dict(zip(after[0::2], after[1::2], strict=True))
+    for i, n in zip(before[0::2], before[1::2], strict=True):
+        if now.get(i, 0) < n:
+            return i, n, now.get(i, 0)
+    return None
+
+
+@pytest.mark.parametrize("top", [2**32 - 1, 2**63 - 1])
+def test_a_count_that_went_down_is_found_whatever_the_buckets(top: int) -> None:
+    """decrease() (one big-integer subtraction when the buckets match) agrees with a plain
+    bucket-by-bucket comparison: same buckets or not, at the edges of 4- and 8-byte items."""
+    rng = random.Random(top)
+    typecode = "I" if top < 2**32 else "q"
+    for _ in range(3000):
+        indexes = sorted(rng.sample(range(700), rng.randint(1, 40)))
+        before = [rng.choice([1, 2, top // 2, top - 1, top]) for _ in indexes]
+        after = [max(0, n + rng.choice([0, 0, 0, 1, top, -1, -top])) for n in before]
+        after = [min(n, top) for n in after]
+        if rng.random() < 0.3:  # a bucket more or less, or another one
+            k = rng.randrange(len(indexes))
+            indexes_after = sorted({*indexes[:k], *indexes[k + 1:], rng.randrange(700)})
+            after = [rng.choice([0, 1, top]) if i not in indexes else after[indexes.index(i)]
+                     for i in indexes_after]
+        else:
+            indexes_after = indexes
+        pairs_after = [x for i, n in zip(indexes_after, after, strict=True) if n for x in (i, n)]
+        pairs_before = [x for pair in zip(indexes, before, strict=True) for x in pair]
+        want = _decrease_by_dict(pairs_after, pairs_before)
+        got = fine.decrease(array(typecode, pairs_after), array(typecode, pairs_before))
+        assert got == want, (pairs_before, pairs_after)
+        assert fine.decrease(pairs_after, pairs_before) == want  # not arrays: the plain way
+    # A count one lower under a bucket index one higher: the difference of the two big integers
+    # has every index field zero, so the buckets must be compared first.
+    for typecode in "Iq":
+        assert fine.decrease(array(typecode, [5, 9, 10, 3]), array(typecode, [5, 10, 9, 3])) \
+            == (5, 10, 9)
+
+
+def _runs_outcome(read: Any) -> Any:
+    try:
+        return read()
+    except ValueError as err:
+        return str(err)
+
+
+def test_runs_read_at_c_speed_give_the_pairs_or_the_error_of_the_run_by_run_reading() -> None:
+    """from_runs_folded: the same pairs (and their classic fold) or the same error as the
+    careful run-by-run reading, for valid runs with few or many zero counts and broken ones."""
+    rng = random.Random(14)
+    n = len(fine.bounds(CLASSIC) or ()) + 1
+    odd: list[Any] = [True, False, 1.0, -1, None, "1", [], 2**32, 2**63, 2**64]
+    for case in range(3000):
+        runs: list[Any] = []
+        nxt = rng.randrange(5)
+        while nxt < n and len(runs) < rng.randint(1, 12):
+            length = rng.choice([1, 2, 5, 40, 200])
+            zeros = rng.choice([0.0, 0.1, 0.5, 0.9])
+            counts = [0 if rng.random() < zeros else rng.randint(1, 10**6)
+                      for _ in range(max(1, min(length, n - nxt)))]
+            runs.append([nxt, *counts])
+            nxt += len(counts) + rng.choice([0, 0, 1, 30])
+        if case % 3 == 0:  # something broken: a value, an index, a run's shape, the order
+            r = rng.randrange(len(runs))
+            where = rng.randrange(len(runs[r]))
+            runs[r][where] = rng.choice([*odd, n, n + 5, -3])
+            if case % 9 == 0:
+                runs.insert(rng.randrange(len(runs) + 1), rng.choice([[], [3], 5, {}, [2, 1]]))
+        text = json.dumps(runs)
+        no_bools = "true" not in text and "false" not in text
+        want = _runs_outcome(partial(fine._from_runs_checked, runs, n, "runs"))
+        got = _runs_outcome(partial(fine.from_runs_folded, runs, n, CLASSIC, "runs", no_bools))
+        if isinstance(want, str):
+            assert got == want, runs
+        else:
+            assert got == (want, fine.fold_classic(want, CLASSIC)), runs
+            assert got[0].typecode == want.typecode

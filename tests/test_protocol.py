@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import random
+from functools import partial
 from typing import Any
 
 import pytest
@@ -253,3 +256,80 @@ def test_a_row_no_datagram_holds_is_left_out_not_sent_oversized() -> None:
     assert too_large == [big] and not rest
     assert all(len(d) <= 4096 for d in datagrams)
     assert [r.method for d in datagrams for r in decode(d).rows] == ["A", "B"]
+
+
+_HIST = [0, 0, 0, 5] + [0] * (len(DEFAULT_BUCKETS) - 3)
+# Values near the rules' edges, tried in every row field (and then in twos and threes).
+EDGE_VALUES: list[Any] = [
+    -1, -1.5, 0, 5, 5.0, 2**53 - 1, 2**53, 2**64, 1e21, True, False, None, "x", "", [], {},
+    float("inf"), float("nan"), "unary", "bidi_stream", "sideways", "a\x00b", "b" * 257,
+    [True, *_HIST[1:]], [1.0, *_HIST[1:]], [-1, *_HIST[1:]], [2**53, *_HIST[1:]], _HIST[1:],
+    [0, 0, 0, 2**60, *_HIST[4:]], {"OK": True}, {"OK": 1.0}, {"OK": -1}, {"NOT_FOUND": 1},
+    {"Nope": 1}, {"OK": 2**60}, {"OK": 4, "UNAVAILABLE": 1}, {"E\x00": 1}, {"KeyError": 1.0},
+    {"KeyError": True}, {f"E{i}": 1 for i in range(70)}, ["OK", 1], ["NOT_FOUND", 5],
+    ["OK", True], ["OK", float("inf")], [None, 1.0], ["Nope", 1.0], ["OK"],
+    {"schema": 1, "runs": [[0, True]]}, {"schema": 1, "runs": [[0, 1.0]]},
+    {"schema": 2, "runs": 1}, {"schema": True},
+    {"schema": 1, "runs": [[5, 1], [3, 1]]}, {"schema": 1, "runs": [[178, 5]]},
+]
+ROW_FIELDS = ["service", "method", "type", "started", "codes", "hist", "sum", "max",
+              "exceptions", "last_error", "msg_received", "msg_sent", "fine"]
+
+
+def _valid_row(fine_runs: bool) -> dict[str, Any]:
+    out = row("GetReading", 5, hist=list(_HIST), codes={"OK": 4, "NOT_FOUND": 1},
+              exceptions={"KeyError": 1}, last_error=["NOT_FOUND", 1.7e9], msg_received=5,
+              msg_sent=4)
+    if fine_runs:
+        bounds = protocol.fine_histogram.bounds(DEFAULT_BUCKETS)
+        assert bounds is not None
+        out["fine"] = {"schema": 1, "runs": [[bisect.bisect_left(bounds, 0.04), 2, 0, 3]]}
+    return out
+
+
+def _outcome(decode_row: Any) -> Any:
+    try:
+        return decode_row()
+    except ProtocolError as err:
+        return (err.reason, err.detail)
+
+
+def _changed_rows() -> Any:
+    """Valid rows with one field changed to each edge value or left out, then 3 000 rows with
+    two or three fields changed at random (seeded)."""
+    for fine_runs in (False, True):
+        for name in ROW_FIELDS:
+            yield fine_runs, {}, {name}
+            for value in EDGE_VALUES:
+                yield fine_runs, {name: value}, set()
+    rng = random.Random(15)
+    for _ in range(3000):
+        names = rng.sample(ROW_FIELDS, rng.randint(2, 3))
+        yield (rng.random() < 0.5, {n: rng.choice(EDGE_VALUES) for n in names[1:]},
+               set(names[:1]) if rng.random() < 0.2 else set())
+
+
+def test_the_fast_row_check_decides_as_the_field_by_field_one() -> None:
+    """Any row: the C-level check gives the very Row, or the very error, of the careful one."""
+    decided = set()
+    for fine_runs, changes, removed in _changed_rows():
+        raw = {k: v for k, v in {**_valid_row(fine_runs), **changes}.items() if k not in removed}
+        text = json.dumps(raw, allow_nan=True)
+        raw = json.loads(text)  # as the wire gives it
+        careful = _outcome(partial(protocol._row_checked, raw, DEFAULT_BUCKETS))
+        decided.add(type(careful))
+        no_bools = "true" not in text and "false" not in text
+        for flag in {no_bools, False}:  # False is always allowed
+            fast = _outcome(partial(protocol._row, raw, DEFAULT_BUCKETS, flag))
+            assert fast == careful, (changes, removed)
+            if isinstance(fast, protocol.Row):
+                assert [type(getattr(fast, f)) for f in ROW_FIELDS[3:12]] == [
+                    type(getattr(careful, f)) for f in ROW_FIELDS[3:12]]
+    assert decided == {protocol.Row, tuple}
+
+
+def test_bounds_equal_to_the_last_ones_still_refuse_a_boolean() -> None:
+    """true equals 1: bounds that compare equal to the cached ones but hold true are refused."""
+    for bounds in ([1.0, 2.5], [1, 2.5]):
+        assert decode(json.dumps(message(buckets=bounds, rpcs=[])).encode()).buckets == (1.0, 2.5)
+    assert reason_of(message(buckets=[True, 2.5], rpcs=[])) == "bad_field"
