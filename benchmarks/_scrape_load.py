@@ -128,8 +128,10 @@ def _history(store: Any, shift: list[float], seconds: float, series: int) -> Non
     (``now + shift[0]``) moves with it up to now."""
     from sidecar.store import RING_FINE, RING_STEP
 
-    times = [*range(int(seconds), int(RING_FINE), -60),
-             *range(int(RING_FINE), 0, -int(RING_STEP))]
+    times = [ago for ago in [*range(int(seconds), int(RING_FINE), -60),
+                             *range(int(RING_FINE), 0, -int(RING_STEP))] if ago <= seconds]
+    if not times:
+        return
     pushes = snapshots(series, len(times), time.time() - seconds, source="an-hour-before",
                        final=True)
     for ago, parts in zip(times, pushes, strict=True):

@@ -128,6 +128,8 @@ class Receiver:
 
     READ_BATCH = 64
     READ_SECONDS = 0.002
+    COLLECT_AFTER = 32 * 1024  # bytes applied in a wake-up after which the young objects are
+    # collected at once (see sidecar.slices.run)
 
     def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
         self.path = path
@@ -150,6 +152,7 @@ class Receiver:
         if sock is None:
             return
         deadline = time.perf_counter() + self.READ_SECONDS
+        applied = 0
         for _ in range(self.READ_BATCH):
             try:
                 size = sock.recv_into(self._buffer, 0, socket.MSG_TRUNC)
@@ -167,8 +170,11 @@ class Receiver:
             except Exception:  # a bug must not stop the receiver; the datagram is counted lost
                 store.rejected["bad_field"] += 1
                 log.exception("failed to apply a datagram")
+            applied += size
             if time.perf_counter() > deadline:
                 break
+        if applied >= self.COLLECT_AFTER:
+            gc.collect(0)  # a large push's new totals replace old ones: see sidecar.slices.run
         if self.after is not None:
             try:
                 self.after()
