@@ -199,9 +199,10 @@ def run(quick: bool, machine: str, command: str) -> Section:
         over_http = {8: _http(procs, 8, 15 if quick else 60, gorender),
                      800: _http(procs, 800, 3 if quick else rounds[800], gorender)}
         seconds = 3.0 if quick else 15.0
-        loads = [_load(procs, seconds, 0, 65_507), _load(procs, seconds, 8, 65_507),
-                 _load(procs, seconds, 8, 16_384),
-                 _load(procs, seconds, 8, 65_507, history=600 if quick else 3600)]
+        history = 600 if quick else 3600
+        loads = [_load(procs, seconds, 0, 65_507), _load(procs, seconds, 0, 65_507, history),
+                 _load(procs, seconds, 8, 65_507), _load(procs, seconds, 8, 16_384),
+                 _load(procs, seconds, 8, 65_507, history)]
         rss = [_idle_rss(procs) for _ in range(1 if quick else 3)]
     return _section(renders, go, over_http, loads, rss, quick, machine, command)
 
@@ -271,10 +272,13 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
         f"{_median_ms(go8[name]['seconds']):.2f} ms, server CPU "
         f"{_median_ms(go8[name]['cpu']):.2f})" for name, _ in FORMATS)
     eight_hundred = spread([v * 1000 for v in renders[800]["text"]["new"]]).median
-    # The verdicts take the worst of the rows: the loop must hold under each kind of load.
-    probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in loads)
-    stall = max(max(load["cpu"]) for load in loads) * 1000
-    wall = max(max(load["lags"]) for load in loads) * 1000
+    # The verdicts take the worst of the /metrics rows (with and without history); the rows
+    # with JSON snapshots add the forks that build them, shown beside.
+    scrapes = [load for load in loads if not load["json_every"]]
+    probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in scrapes)
+    stall = max(max(load["cpu"]) for load in scrapes) * 1000
+    wall = max(max(load["lags"]) for load in scrapes) * 1000
+    json_stall = max(max(load["cpu"]) for load in loads) * 1000
     section = Section(
         key="render",
         title="10. /metrics rendering: the writer, prometheus-client and Go",
@@ -311,10 +315,11 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
          f"{eight_hundred:.1f} ms text; ×{ratios['text']:.2f} / ×{ratios['OpenMetrics']:.2f} "
          f"Go's time (text / OpenMetrics)",
          eight_hundred <= 25 and max(ratios.values()) <= 2),
-        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU, worst row)",
-         f"{stall:.1f} ms longest step; wall {wall:.0f} ms", stall <= 10),
-        ("/livez p99 <= 20 ms during continuous scraping (worst row)", f"{probes99:.1f} ms",
-         probes99 <= 20),
+        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU, worst /metrics "
+         "row)", f"{stall:.1f} ms longest step; wall {wall:.0f} ms (with JSON snapshots: "
+                 f"{json_stall:.1f} ms)", stall <= 10),
+        ("/livez p99 <= 20 ms during continuous scraping (worst /metrics row)",
+         f"{probes99:.1f} ms", probes99 <= 20),
         ("idle RSS <= 40 MiB", f"{idle.text(2)} MiB", idle.median <= 40),
     ]
     section.notes = [

@@ -295,8 +295,11 @@ class StateFile:
         return True
 
     def due(self) -> bool:
-        """Whether a save is due now: a source appeared or left, or counts changed a while ago."""
+        """Whether a save is due now: a source appeared or left, or counts changed a while ago
+        (never while a datagram is half applied)."""
         store = self.store
+        if store.applying:
+            return False
         now = store.clock()
         since = None if self.saved_at is None else now - self.saved_at
         if store.changes != self.saved_changes:

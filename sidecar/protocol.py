@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sidecar import fine as fine_histogram
+from sidecar.slices import Deadline, Slices, drive
 
 __all__ = [
     "CODES",
@@ -296,6 +297,12 @@ def decode(data: bytes) -> Message:
 
     Rows that break a rule are left out of ``rows`` and listed in ``rejected_rows``.
     """
+    return drive(decode_slices(data))
+
+
+def decode_slices(data: bytes) -> Slices[Message]:
+    """:func:`decode` in slices (:mod:`sidecar.slices`): it yields between rows whenever a
+    slice's time is over, so that a receiver on an event loop can answer between them."""
     if len(data) > MAX_DATAGRAM:
         raise ProtocolError("oversized", f"{len(data)} bytes, the limit is {MAX_DATAGRAM}")
     try:
@@ -357,7 +364,11 @@ def decode(data: bytes) -> Message:
     rows: list[Row] = []
     rejected: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
+    deadline = Deadline()
     for i, raw in enumerate(raw_rows):
+        if not i % 32 and i and deadline.passed():
+            yield
+            deadline.reset()
         try:
             row = _row(raw, buckets, no_bools)
         except ProtocolError as err:

@@ -123,11 +123,13 @@ class Receiver:
     size is known even when it is over the limit (reported as it is) and no 64 KiB buffer is
     allocated per datagram. A wake-up applies datagrams for at most READ_SECONDS (and at most
     READ_BATCH of them), then gives the loop back to HTTP: the rest wait in the socket's
-    buffer (4 MiB) and are read at the loop's next turn.
+    buffer (4 MiB) and are read at the loop's next turn. A datagram that takes longer than a
+    slice (:mod:`sidecar.slices`: hundreds of rows) is applied over several turns, and the
+    next one is read after it.
     """
 
     READ_BATCH = 64
-    READ_SECONDS = 0.002
+    READ_SECONDS = 0.001
     COLLECT_AFTER = 32 * 1024  # bytes applied in a wake-up after which the young objects are
     # collected at once (see sidecar.slices.run)
 
@@ -139,6 +141,7 @@ class Receiver:
         self.inode: int | None = None
         self.problem: str | None = None
         self._buffer = bytearray(protocol.MAX_DATAGRAM + 1)
+        self._pending: slices.Slices[str | None] | None = None  # a datagram applied in slices
         self._view = memoryview(self._buffer)
 
     async def open(self) -> None:
@@ -149,8 +152,8 @@ class Receiver:
 
     def _read(self) -> None:
         sock, store, view = self.sock, self.store, self._view
-        if sock is None:
-            return
+        if sock is None or self._pending is not None:
+            return  # a datagram is being applied in slices: the rest wait in the socket
         deadline = time.perf_counter() + self.READ_SECONDS
         applied = 0
         for _ in range(self.READ_BATCH):
@@ -165,14 +168,35 @@ class Receiver:
                 store.reject(protocol.ProtocolError(
                     "oversized", f"{size} bytes, the limit is {protocol.MAX_DATAGRAM}"))
                 continue
-            try:
-                store.ingest(bytes(view[:size]))
-            except Exception:  # a bug must not stop the receiver; the datagram is counted lost
-                store.rejected["bad_field"] += 1
-                log.exception("failed to apply a datagram")
             applied += size
+            if not self._advance(store.ingest_slices(bytes(view[:size]))):
+                return  # its next slice comes at the loop's next turn
             if time.perf_counter() > deadline:
                 break
+        self._settle(applied)
+
+    def _advance(self, work: slices.Slices[str | None]) -> bool:
+        """Apply one slice of a datagram; True when it is done (applied or rejected), else
+        the rest is applied at the loop's next turn."""
+        try:
+            next(work)
+        except StopIteration:
+            return True
+        except Exception:  # a bug must not stop the receiver; the datagram is counted lost
+            self.store.rejected["bad_field"] += 1
+            log.exception("failed to apply a datagram")
+            return True
+        self._pending = work
+        asyncio.get_running_loop().call_soon(self._continue)
+        return False
+
+    def _continue(self) -> None:
+        work, self._pending = self._pending, None
+        if work is not None and self._advance(work):
+            self._settle(self.COLLECT_AFTER)  # a datagram that took slices is a large one
+
+    def _settle(self, applied: int) -> None:
+        """After the datagrams of a wake-up: young objects, then the state file's save check."""
         if applied >= self.COLLECT_AFTER:
             gc.collect(0)  # a large push's new totals replace old ones: see sidecar.slices.run
         if self.after is not None:
@@ -211,6 +235,13 @@ class Receiver:
         self.problem = problem
 
     def close(self) -> None:
+        work, self._pending = self._pending, None
+        if work is not None:  # the datagram half applied is finished before the last save
+            try:
+                slices.drive(work)
+            except Exception:
+                self.store.rejected["bad_field"] += 1
+                log.exception("failed to apply a datagram")
         self._close(self.sock)
         self.sock = None
 

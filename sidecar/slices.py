@@ -16,7 +16,7 @@ from typing import TypeVar
 
 __all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "run"]
 
-SLICE_SECONDS = 0.002  # a sliced computation yields to the event loop at least this often
+SLICE_SECONDS = 0.001  # a sliced computation yields to the event loop at least this often
 T = TypeVar("T")
 Slices = Generator[None, None, T]
 

@@ -167,16 +167,27 @@ class Store:
         self.awaiting: set[str] = set()  # sources from the state file not heard from yet
         self.restored = False  # state was read back from a state file at start
         self.changes = 0  # bumped when a source appears or retires: the state file is due
+        self.applying = False  # a datagram is being applied in slices (ingest_slices)
 
     # -- ingest -------------------------------------------------------------------------------
 
     def ingest(self, data: bytes) -> str | None:
         """Decode and apply one datagram; returns the rejection reason, or None when applied."""
+        return drive(self.ingest_slices(data))
+
+    def ingest_slices(self, data: bytes) -> Slices[str | None]:
+        """:meth:`ingest` in slices (:mod:`sidecar.slices`); ``applying`` is True until it
+        ends. The store's generation moves once, at the end: until then every cached answer
+        stands, and series are read from before the datagram or after each of its rows."""
         self.received += 1
+        self.applying = True
         try:
-            self.apply(protocol.decode(data))
+            msg = yield from protocol.decode_slices(data)
+            yield from self.apply_slices(msg)
         except ProtocolError as err:
             return self._count(err)
+        finally:
+            self.applying = False
         return None
 
     def reject(self, err: ProtocolError) -> str:
@@ -195,6 +206,10 @@ class Store:
 
         Rows that break a rule are skipped one by one and counted in ``rows_rejected``.
         """
+        drive(self.apply_slices(msg))
+
+    def apply_slices(self, msg: Message) -> Slices[None]:
+        """:meth:`apply` in slices: it yields between rows when a slice's time is over."""
         self._check_buckets(msg)
         now = self.clock()
         src, created, measured = self._source_of(msg, now)
@@ -203,7 +218,7 @@ class Store:
             rejected[reason] += 1
             log.debug("rejected a row of source %s: %s", msg.source, detail)
         self._note_push(src, msg, now, measured)
-        self._apply_rows(src, msg)
+        yield from self._apply_rows(src, msg)
         if msg.final:
             src.final_seq = msg.seq
         if src.final_seq is not None and src.final_seq == msg.seq:
@@ -285,11 +300,15 @@ class Store:
         if msg.overflow is not None:
             src.overflow = msg.overflow
 
-    def _apply_rows(self, src: Source, msg: Message) -> None:
+    def _apply_rows(self, src: Source, msg: Message) -> Slices[None]:
         """The message's rows into its source's totals; a row that breaks a rule is skipped."""
         rows = src.rows
         prehistory = msg.seq == src.prehistory_seq
-        for row in msg.rows:
+        deadline = Deadline()
+        for i, row in enumerate(msg.rows):
+            if not i % 32 and i and deadline.passed():
+                yield
+                deadline.reset()
             key = (row.service, row.method, row.type)
             old = rows.get(key)
             if old is None:

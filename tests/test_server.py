@@ -217,3 +217,47 @@ async def test_a_wake_up_applies_datagrams_only_within_its_time_budget(
         assert store.totals()[("s.v1.S", "M", "unary")].codes == {"OK": 5}
     finally:
         receiver.close()
+
+
+async def test_a_large_datagram_is_applied_over_several_turns_and_the_next_waits_for_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With slices of no time, a 100-row datagram is decoded and applied 32 rows per turn of
+    the loop, the store's generation moves once at its end, the state file waits for it, and
+    the datagram sent after it is applied after it."""
+    from sidecar import slices
+    from sidecar.persist import StateFile
+    from sidecar.server import Receiver
+    from sidecar.store import Store
+
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    store = Store()
+    state = StateFile(str(tmp_path / "metrics.sock"), store)
+    receiver = Receiver(str(tmp_path / "metrics.sock"), store)
+    await receiver.open()
+    try:
+        def push(seq: int) -> bytes:
+            rows = [{"service": "s.v1.S", "method": f"M{i}", "type": "unary", "started": seq,
+                     "codes": {"OK": seq}, "hist": [seq] + [0] * len(protocol.DEFAULT_BUCKETS),
+                     "sum": 0.0, "max": 0.0} for i in range(100)]
+            (one,) = protocol.encode(
+                source={"id": "a", "pid": 1, "started": 1.0, "service": "s.v1.S",
+                        "version": "1"}, seq=seq, time=1.0, buckets=protocol.DEFAULT_BUCKETS,
+                rows=rows, health="healthy", checks={}, reporter={})
+            return one
+
+        send(receiver.path, push(1), push(2))
+        generations, busy = [], 0
+        while store.received < 2 or store.applying:
+            busy += store.applying
+            if store.applying:
+                assert not state.due()
+            generations.append(store.generation)
+            await asyncio.sleep(0)
+        assert busy >= 4  # each datagram took several turns
+        assert sorted(set(generations)) == [0, 1]  # once per datagram, at its end (1, then 2)
+        assert store.generation == 2 and store.rows_rejected == dict.fromkeys(
+            protocol.ROW_REJECT_REASONS, 0)
+        assert {t.started for t in store.totals().values()} == {2}
+        assert len(store.totals()) == 100
+    finally:
+        receiver.close()
