@@ -305,6 +305,7 @@ def decode_slices(data: bytes) -> Slices[Message]:
     slice's time is over, so that a receiver on an event loop can answer between them."""
     if len(data) > MAX_DATAGRAM:
         raise ProtocolError("oversized", f"{len(data)} bytes, the limit is {MAX_DATAGRAM}")
+    deadline = Deadline()  # the first slice holds the parse, then as many rows as fit
     try:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as err:  # deep nesting: Recursion
@@ -364,7 +365,6 @@ def decode_slices(data: bytes) -> Slices[Message]:
     rows: list[Row] = []
     rejected: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    deadline = Deadline()
     for i, raw in enumerate(raw_rows):
         if not i % 32 and i and deadline.passed():
             yield

@@ -181,8 +181,11 @@ class Store:
         stands, and series are read from before the datagram or after each of its rows."""
         self.received += 1
         self.applying = True
+        deadline = Deadline()
         try:
             msg = yield from protocol.decode_slices(data)
+            if deadline.passed():  # the rows are applied from the next slice on
+                yield
             yield from self.apply_slices(msg)
         except ProtocolError as err:
             return self._count(err)
