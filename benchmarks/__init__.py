@@ -1,6 +1,6 @@
 """Reproducible performance runs, printed as ratios against the alternatives in the same run.
 
-``python -m benchmarks`` runs them all (about eight minutes on two cores) and rewrites their
+``python -m benchmarks`` runs them all (about twelve minutes on two cores) and rewrites their
 sections of docs/benchmarks.md; ``--quick`` is a short smoke run that writes nothing unless
 given ``--output``; ``--only NAME`` picks some.
 
