@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import http.client
 import json
 import socket
@@ -156,18 +157,30 @@ def serve(args: argparse.Namespace) -> dict[str, Any]:
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()  # start-up, and what it freezes out of the GC, come first
         _history(store, shift, args.history, args.series)
+        gc.collect()  # what the hour's ticks collected (sidecar.collector.full_if_due)
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
         print(json.dumps({"ready": True}), flush=True)
         loop = asyncio.get_running_loop()
-        lags, cpu = [], []
+        lags, cpu, full = [], [], []
+        started = [0.0]
+
+        def collections(phase: str, info: dict[str, Any]) -> None:
+            if info["generation"] == 2:
+                if phase == "start":
+                    started[0] = time.thread_time()
+                else:
+                    full.append(time.thread_time() - started[0])
+
+        gc.callbacks.append(collections)
         end = loop.time() + args.seconds
         while loop.time() < end:
             t0, c0 = loop.time(), time.thread_time()
             await asyncio.sleep(0.001)
             lags.append(loop.time() - t0 - 0.001)
             cpu.append(time.thread_time() - c0)
+        gc.callbacks.remove(collections)
         await runner.cleanup()
-        return {"lags": lags, "cpu": cpu}
+        return {"lags": lags, "cpu": cpu, "full": full}
 
     return asyncio.run(main())
 

@@ -178,8 +178,8 @@ def _load(procs: Procs, seconds: float, json_every: int, part_bytes: int, histor
     push.communicate(timeout=seconds + 120)
     loop = json.loads(serve.communicate(timeout=seconds + 120)[0])
     return {"scrapes": scrapes, "probes": probes["seconds"], "lags": loop["lags"],
-            "cpu": loop["cpu"], "json_every": json_every, "part_bytes": part_bytes,
-            "history": history}
+            "cpu": loop["cpu"], "full": loop["full"], "json_every": json_every,
+            "part_bytes": part_bytes, "history": history}
 
 
 def _idle_rss(procs: Procs) -> float:
@@ -254,13 +254,16 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
                 + f", {load['part_bytes'] // 1024} KiB parts"
                 + (f", after {load['history'] / 60:.0f} min of history (restarted service)"
                    if load["history"] else ""))
+        full = [x * 1000 for x in load["full"]]
         rows3.append((what, f"{max(lags):.1f}", f"{max(cpu):.1f}",
+                      f"{max(full):.1f} ({len(full)})" if full else "– (0)",
                       f"{percentile(probes, 50):.1f} / {percentile(probes, 99):.1f} / "
                       f"{max(probes):.1f}", f"{spread(metrics).median:.0f}",
                       str(len(probes)), str(len(load["scrapes"]))))
     t3 = table(["2 000 busy methods, scraped every 250 ms", "longest loop stall ms (wall)",
-                "longest loop step ms (CPU)", "/livez ms p50 / p99 / max",
-                "/metrics ms median", "probes", "scrapes"], rows3, right=(1, 2, 3, 4, 5, 6))
+                "longest loop step ms (CPU)", "of it: longest full collection ms (count)",
+                "/livez ms p50 / p99 / max", "/metrics ms median", "probes", "scrapes"], rows3,
+               right=(1, 2, 3, 4, 5, 6, 7))
     idle = spread(rss)
     ours, go8 = over_http[8]["sidecar"], over_http[8]["Go"]
     floor8 = _median_ms(ours["livez"]["seconds"])

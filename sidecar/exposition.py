@@ -107,7 +107,10 @@ class _Format:
         self.float = om_float if om else go_float
         self.heads = [header(n, k, h, om).encode() for n, k, h in RPC_FAMILIES]
         self.bounds: tuple[float, ...] | None = None
-        self.series: dict[Key, tuple[Totals, tuple[bytes, ...]]] = {}
+        # Each series' lines, and the totals they were written from (two dicts, not a pair
+        # per series: a tuple holding totals stays in the garbage collector's sight).
+        self.series: dict[Key, tuple[bytes, ...]] = {}
+        self.written: dict[Key, Totals] = {}
         self.labels: dict[Key, bytes] = {}
         self.order: list[Key] = []
         self.rpc: tuple[tuple[int, bool], list[bytes]] | None = None
@@ -128,6 +131,7 @@ class _Format:
         """
         self.bounds = bounds
         self.series.clear()
+        self.written.clear()
         self._empty = [0] * (len(bounds) + 1)
         # ``le`` as Go's text format spells it in both formats: what Prometheus stores from a
         # Go server (promhttp serves text unless told otherwise), so le="1" selects ours too.
@@ -188,27 +192,39 @@ class _Format:
                 received_line % (labels, received),
                 sent_line % (labels, sent))
 
+    def forget_replaced(self, totals: dict[Key, Totals]) -> None:
+        """Let go of the totals each series was written from where ``totals`` (the store's
+        now) has others: their lines are written again at the next scrape all the same, and
+        meanwhile the garbage collector's full collections need not go through a stale copy
+        of every busy method."""
+        written = self.written
+        for key in [key for key, t in written.items() if totals.get(key) is not t]:
+            del written[key]
+
     def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
                    ) -> Slices[list[bytes]]:
         """The RPC families for ``totals``, then ``tail``, as blocks of about BLOCK_BYTES;
         yields between slices (:mod:`sidecar.slices`)."""
         if bounds != self.bounds:
             self.set_bounds(bounds)
-        series = self.series
+        series, written_from = self.series, self.written
         added = False
         written = 0
         deadline = Deadline()
-        for key, t in totals.items():
-            kept = series.get(key)
-            if kept is not None:
-                if kept[0] is t:
-                    continue
-                if kept[0] == t:  # the same figures in a new object (every push makes one)
-                    series[key] = (t, kept[1])
-                    continue
-            else:
+        for i, (key, t) in enumerate(totals.items()):
+            if not i % 64 and deadline.passed():
+                yield
+                deadline = Deadline()
+            kept = written_from.get(key)
+            if kept is t:
+                continue
+            if kept is not None and kept == t:  # the same figures in a new object
+                written_from[key] = t
+                continue
+            if key not in series:
                 added = True
-            series[key] = (t, self.write(key, t))
+            series[key] = self.write(key, t)
+            written_from[key] = t
             written += 1
             if not written % 16 and deadline.passed():
                 yield
@@ -216,10 +232,11 @@ class _Format:
         if added or len(series) != len(totals) or len(self.order) != len(totals):
             for key in series.keys() - totals.keys():
                 del series[key]
+                written_from.pop(key, None)
                 self.labels.pop(key, None)
             self.order = sorted(totals)
             yield
-        chunks = [series[key][1] for key in self.order]
+        chunks = [series[key] for key in self.order]
         parts = []
         for i, head in enumerate(self.heads):
             parts.append(head)
@@ -361,6 +378,12 @@ class Exposition:
                                             self._counters(om).encode())
             fmt.rpc = (generation, rpc)
         return [*fmt.rpc[1], self._state(om).encode()], content_type
+
+    def forget_replaced(self, totals: dict[Key, Totals]) -> None:
+        """What each format keeps of the totals it last wrote, where ``totals`` (the store's
+        now) has others (:meth:`_Format.forget_replaced`)."""
+        for fmt in self._formats.values():
+            fmt.forget_replaced(totals)
 
     def _counters(self, om: bool) -> str:
         """The sidecar's own counters (they change only with the store's generation)."""

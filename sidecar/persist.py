@@ -6,17 +6,16 @@ last sequence number and counts, the retired sources (so one that comes back is 
 twice), the histogram bounds and the last departure. Written atomically (a temporary file
 renamed over the old one) when a source appears or retires (at most every ``MIN_GAP`` seconds,
 and never more than ``SAVE_SHARE`` of the time), and otherwise at most every ``SAVE_EVERY``
-seconds when something changed; read back once at start. On the sidecar's event loop a large
-state is written by a forked child (:meth:`StateFile.start_if_due`). A file that cannot be
-read, is corrupt, or belongs to something else is ignored with one WARNING and replaced by the
-next save.
+seconds when something changed; read back once at start. On the sidecar's event loop a save
+takes the state at one instant, encodes it in slices (:mod:`sidecar.slices`) and leaves the
+file's writing to a thread (:meth:`StateFile.start_if_due`). A file that cannot be read, is
+corrupt, or belongs to something else is ignored with one WARNING and replaced by the next save.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import json
 import logging
 import math
@@ -25,11 +24,12 @@ import time
 from dataclasses import fields
 from typing import Any
 
-from sidecar import fine, forked
-from sidecar.stats import Totals
+from sidecar import fine, slices
+from sidecar.slices import Deadline, Slices, drive
+from sidecar.stats import Packed, Totals
 from sidecar.store import Departure, Key, Source, Store
 
-__all__ = ["SAVE_EVERY", "StateFile", "dump", "restore", "state_path"]
+__all__ = ["SAVE_EVERY", "StateFile", "dump", "encode", "restore", "state_path"]
 
 log = logging.getLogger("sidecar.persist")
 
@@ -38,8 +38,6 @@ FORMAT = 1
 SAVE_EVERY = 10.0  # seconds between saves of changed counts; a source coming or going: at once
 MIN_GAP = 0.1  # seconds between two saves, so that a flood of new sources cannot keep it writing
 SAVE_SHARE = 0.05  # and never more than this share of the time spent saving (large states)
-FORK_ROWS = 100  # a state of more rows (about 2 ms of encoding, what a fork costs the loop) is
-# saved by a forked child
 _TOTALS = tuple(f.name for f in fields(Totals))
 
 
@@ -56,39 +54,82 @@ def _totals_doc(t: Totals) -> dict[str, Any]:
     return doc
 
 
-def _rows_doc(rows: dict[Key, Totals]) -> list[Any]:
-    return [[*key, _totals_doc(t)] for key, t in rows.items()]
-
-
-def _source_doc(s: Source, now: float) -> dict[str, Any]:
+def _source_head(s: Source, now: float) -> dict[str, Any]:
+    """What the file keeps of a source, but its rows."""
     return {
         "id": s.id, "pid": s.pid, "started": s.started, "service": s.service,
         "version": s.version, "seq": s.seq, "parts_seen": sorted(s.parts_seen),
         "first_seq": s.first_seq, "preexisting": s.preexisting,
         "last_push_age": max(0.0, now - s.last_push), "last_push_wall": s.last_push_wall,
-        "health": s.health, "checks": s.checks, "rows": _rows_doc(s.rows),
+        "health": s.health, "checks": s.checks,
         "dropped": s.dropped, "send_errors": s.send_errors, "overflow": s.overflow,
         "gap": s.gap, "may_succeed": s.may_succeed, "replaced_by": s.replaced_by,
     }
 
 
-def dump(store: Store, socket_path: str) -> dict[str, Any]:
-    """The state file's document for ``store``."""
+Rows = list[tuple[Key, Totals | Packed]]  # a retired source's rows are packed
+_JSON = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode(store: Store, socket_path: str) -> Slices[list[str]]:
+    """The state file's text for ``store`` as it is at the call, in pieces, encoded in slices.
+
+    Everything the file holds is taken here, before the first slice: its rows are the store's
+    Totals, which are never changed once made, so the slices encode the state of this instant
+    whatever is applied between them.
+    """
     now = store.clock()
     gone = store.departed
-    return {
+    head = {
         "kind": KIND,
         "format": FORMAT,
         "socket": os.path.abspath(socket_path),
         "saved": store.wall(),
         "buckets": None if store.buckets is None else list(store.buckets),
-        "retired": _rows_doc(store.retired),
         "retired_reporter": list(store.retired_reporter),
-        "sources": [_source_doc(s, now) for s in store.sources.values()],
-        "retired_sources": [_source_doc(s, now) for s in store._retired_ids.values()],
         "departed": None if gone is None else {"pid": gone.pid, "service": gone.service,
                                                "how": gone.how, "wall": gone.wall},
     }
+    retired: Rows = list(store.retired.items())
+    groups: dict[str, list[tuple[dict[str, Any], Rows]]] = {
+        name: [(_source_head(s, now), [*s.rows.items()] or [*s.packed.items()]) for s in these]
+        for name, these in (("sources", store.sources.values()),
+                            ("retired_sources", store._retired_ids.values()))}
+    return _encoded(head, retired, groups)
+
+
+def _encoded(head: dict[str, Any], retired: Rows,
+             groups: dict[str, list[tuple[dict[str, Any], Rows]]]) -> Slices[list[str]]:
+    text = [_JSON(head)[:-1], ',"retired":']
+    deadline = Deadline()
+    yield from _rows_text(retired, text, deadline)
+    for name, sources in groups.items():
+        text.append(f',"{name}":[')
+        for i, (doc, rows) in enumerate(sources):
+            text.append(("," if i else "") + _JSON(doc)[:-1] + ',"rows":')
+            yield from _rows_text(rows, text, deadline)
+            text.append("}")
+        text.append("]")
+    text.append("}")
+    return text
+
+
+def _rows_text(rows: Rows, text: list[str], deadline: Deadline) -> Slices[None]:
+    """``rows`` as a JSON list of [service, method, type, totals], onto ``text``."""
+    text.append("[")
+    for i, (key, totals) in enumerate(rows):
+        if deadline.passed():
+            yield
+            deadline.reset()
+        t = totals if isinstance(totals, Totals) else Totals.unpack(totals)
+        text.append(("," if i else "") + _JSON([*key, _totals_doc(t)]))
+    text.append("]")
+
+
+def dump(store: Store, socket_path: str) -> dict[str, Any]:
+    """The state file's document for ``store``."""
+    doc: dict[str, Any] = json.loads("".join(drive(encode(store, socket_path))))
+    return doc
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -237,11 +278,12 @@ def restore(store: Store, doc: Any, socket_path: str) -> None:
     store.sources = {s.id: s for s in live}
     for s in gone:
         s.heard = True
+        s.put_away()
         store._retired_ids[s.id] = s
     store.departed = departed
     store.awaiting = {s.id for s in live}
     store.restored = True
-    store._keys = set(retired) | {k for s in live + gone for k in s.rows}
+    store._keys = set(retired) | {k for s in live + gone for k in [*s.rows, *s.packed]}
     # What was counted before this sidecar started is kept out of its windows.
     prehistory: dict[Key, Totals] = dict(retired)
     for s in live:
@@ -311,19 +353,19 @@ class StateFile:
         if self.due():
             self.save()
 
-    def start_if_due(self) -> None:
-        """On the event loop: when a save is due and none is running, save; here for a state
-        of at most FORK_ROWS rows (cheaper than a fork), else in a forked child
-        (:mod:`sidecar.forked`), so that the loop never waits for a large state's encoding."""
+    def start_if_due(self) -> asyncio.Future[bool] | None:
+        """On the event loop: when a save is due and none is running, start one
+        (:meth:`save_on_loop`) and return it."""
         if (self._saving is None or self._saving.done()) and self.due():
-            store = self.store
-            rows = len(store.retired) + sum(
-                len(s.rows) for s in itertools.chain(store.sources.values(),
-                                                     store._retired_ids.values()))
-            if rows <= FORK_ROWS:
-                self.save()
-            else:
-                self._saving = asyncio.ensure_future(self.save_in_child())
+            self._saving = self.save_on_loop()
+            return self._saving
+        return None
+
+    def save_on_loop(self) -> asyncio.Future[bool]:
+        """:meth:`save` on the event loop: the state is taken now, encoded in slices, and
+        written by a thread, so that the loop never waits for a large state nor for the disk."""
+        return asyncio.ensure_future(self._save_on_loop(encode(self.store, self.socket_path),
+                                                        self._marks()))
 
     async def close(self) -> None:
         """Wait for a save in progress, then save the final state here (at shutdown)."""
@@ -334,27 +376,26 @@ class StateFile:
 
     def save(self) -> bool:
         """Write the state now (temporary file, then rename); False with one WARNING if not."""
-        marks, t0 = (self.store.changes, self.store.generation), time.perf_counter()
-        return self._saved(self._write(), time.perf_counter() - t0, marks)
+        marks = self._marks()
+        return self._saved(self._write(drive(encode(self.store, self.socket_path))), marks)
 
-    async def save_in_child(self) -> bool:
-        """:meth:`save`, with the state dumped and written by a forked child."""
-        marks, t0 = (self.store.changes, self.store.generation), time.perf_counter()
-        try:  # the fork is made before the first await: the child writes the state of ``marks``
-            problem = (await forked.run(lambda: (self._write() or "").encode())).decode() or None
-        except forked.ChildFailed as err:
-            problem = f"cannot write the state file {self.path}: {err}"
-        return self._saved(problem, time.perf_counter() - t0, marks)
+    async def _save_on_loop(self, text: Slices[list[str]], marks: tuple[int, int, float]
+                            ) -> bool:
+        pieces = await slices.run(text)
+        return self._saved(await asyncio.to_thread(self._write, pieces), marks)
 
-    def _write(self) -> str | None:
-        """Dump the store and write it to the file; what went wrong, or None."""
+    def _marks(self) -> tuple[int, int, float]:
+        """What a save starting now saves: the store's changes and generation; its start."""
+        return self.store.changes, self.store.generation, time.perf_counter()
+
+    def _write(self, text: list[str]) -> str | None:
+        """Write ``text`` to the file; what went wrong, or None."""
         tmp = self.path + ".tmp"  # one sidecar per socket: the bound socket guarantees it
         try:
-            body = json.dumps(dump(self.store, self.socket_path), separators=(",", ":"))
             # Never through a symlink someone with access to the directory planted.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o640)
             with open(fd, "w", encoding="utf-8") as f:
-                f.write(body)
+                f.writelines(text)
             os.replace(tmp, self.path)
         except (OSError, ValueError) as err:
             with contextlib.suppress(OSError):
@@ -363,9 +404,10 @@ class StateFile:
                 err.strerror or str(err) if isinstance(err, OSError) else str(err))
         return None
 
-    def _saved(self, problem: str | None, cost: float, marks: tuple[int, int]) -> bool:
-        """Note how a save of the state at ``marks`` (changes, generation) went."""
+    def _saved(self, problem: str | None, marks: tuple[int, int, float]) -> bool:
+        """Note how a save of the state at ``marks`` (changes, generation, start) went."""
         store = self.store
+        changes, generation, started = marks
         self.saved_at = store.clock()  # after a failure: retried after MIN_GAP / SAVE_EVERY
         if problem is not None:
             if problem != self.problem:
@@ -375,7 +417,7 @@ class StateFile:
         if self.problem:
             log.info("state file written again", extra={"state_file": self.path})
         self.problem = None
-        self.last_cost = cost
-        self.saved_changes, self.saved_generation = marks
+        self.last_cost = time.perf_counter() - started
+        self.saved_changes, self.saved_generation = changes, generation
         self.saves += 1
         return True

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import errno
-import gc
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar import __version__, forked, options, protocol, slices
+from sidecar import __version__, collector, forked, options, protocol, slices
 from sidecar.documents import Health
 from sidecar.exposition import BLOCK_BYTES, Exposition
 from sidecar.logs import setup_logging
@@ -133,7 +132,7 @@ class Receiver:
     COLLECT_AFTER = 32 * 1024  # bytes applied in a wake-up after which the young objects are
     # collected at once (see sidecar.slices.run)
 
-    def __init__(self, path: str, store: Store, after: Callable[[], None] | None = None) -> None:
+    def __init__(self, path: str, store: Store, after: Callable[[], object] | None = None) -> None:
         self.path = path
         self.store = store
         self.sock: socket.socket | None = None
@@ -198,7 +197,7 @@ class Receiver:
     def _settle(self, applied: int) -> None:
         """After the datagrams of a wake-up: young objects, then the state file's save check."""
         if applied >= self.COLLECT_AFTER:
-            gc.collect(0)  # a large push's new totals replace old ones: see sidecar.slices.run
+            collector.young()  # a large push's new totals replace old ones
         if self.after is not None:
             try:
                 self.after()
@@ -291,12 +290,15 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     if size <= BLOCK_BYTES:  # headers and body in one send: the client is woken once, not thrice
         return web.Response(body=blocks[0] if len(blocks) == 1 else b"".join(blocks),
                             headers={"Content-Type": content_type})
-    # Block by block, so that no write copies megabytes at once; each waits for the client.
+    # Block by block, a step of the loop each: a send on a local connection runs the TCP stack
+    # on both sides in this thread (milliseconds for megabytes), and a write that the kernel
+    # takes at once returns without giving the loop a turn.
     response = web.StreamResponse(headers={"Content-Type": content_type})
     response.content_length = size
     await response.prepare(request)
     for block in blocks:
         await response.write(block)
+        await asyncio.sleep(0)
     await response.write_eof()
     return response
 
@@ -389,8 +391,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     # What a previous sidecar on this socket knew, read back before the first datagram is read
     # (open() has not yielded to the loop, so none has been).
     state_file.load()
-    gc.collect()
-    gc.freeze()  # what start-up made (and the state read back) lives as long as the process
+    give_back = collector.take_over()  # what start-up made (and the state read back) is frozen
     _release_freed_memory()
     state["state_file"] = state_file
     state["receiver"] = receiver
@@ -401,6 +402,9 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             await asyncio.sleep(1.0)
             try:
                 await slices.run(store.tick_slices())
+                # Before a full collection: less for it to go through.
+                app[EXPOSITION].forget_replaced(await slices.run(store.totals_slices()))
+                await collector.full_if_due()
                 state_file.start_if_due()
                 await receiver.check()
                 if settings.grpc_health_target:
@@ -415,6 +419,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         await state["ticker"]
     receiver.close()
     await state_file.close()
+    give_back()
     with contextlib.suppress(FileNotFoundError):
         if receiver.inode is not None and os.lstat(settings.socket).st_ino == receiver.inode:
             os.unlink(settings.socket)

@@ -9,10 +9,11 @@ between slices; code where nothing else waits runs it to its end at once with :f
 from __future__ import annotations
 
 import asyncio
-import gc
 import time
 from collections.abc import Generator
 from typing import TypeVar
+
+from sidecar import collector
 
 __all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "run"]
 
@@ -46,11 +47,8 @@ def drive(slices: Slices[T]) -> T:
 async def run(slices: Slices[T]) -> T:
     """Run a sliced computation on the event loop, letting it turn between slices.
 
-    After each slice of a computation long enough to be sliced, the youngest generation of
-    Python's garbage collector is collected: a slice replaces thousands of kept objects
-    (series, sums) with new ones, so the collector's allocation count barely moves while that
-    generation fills, and left alone it would collect ten thousand objects at once,
-    milliseconds in the middle of some later step.
+    After each slice of a computation long enough to be sliced, the young generations of
+    Python's garbage collector are collected (:func:`sidecar.collector.young`).
     """
     sliced = False
     while True:
@@ -58,8 +56,8 @@ async def run(slices: Slices[T]) -> T:
             next(slices)
         except StopIteration as done:
             if sliced:
-                gc.collect(0)
+                collector.young()
             return done.value  # type: ignore[no-any-return]
         sliced = True
-        gc.collect(0)
+        collector.young()
         await asyncio.sleep(0)

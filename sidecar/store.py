@@ -42,30 +42,70 @@ MISSED_SLACK = 1.0  # seconds past a source's own push interval before it counts
 SETTLE_MAX = 10.0  # longest a restarted sidecar holds the RPC series back for known sources
 
 
-def _remade(inputs: Mapping[Key, Sequence[Totals]],
-            kept: dict[Key, tuple[Sequence[Totals], Totals]],
-            make: Callable[[Sequence[Totals]], Totals]
-            ) -> Slices[tuple[dict[Key, Totals], dict[Key, tuple[Sequence[Totals], Totals]]]]:
+class _Made:
+    """Results of ``make(inputs)`` by method, with the inputs each was made from: position by
+    position in dicts of their own (a tuple per method holding totals would stay in the
+    garbage collector's sight, a full collection's work for every method)."""
+
+    def __init__(self) -> None:
+        self.results: dict[Key, Totals] = {}
+        self.inputs: list[dict[Key, Totals]] = []
+
+    def get(self, key: Key, these: Sequence[Totals]) -> Totals | None:
+        """The result kept for ``key`` if it was made from the very objects ``these``."""
+        made = self.results.get(key)
+        if made is None:
+            return None
+        inputs = self.inputs
+        for kept, this in zip(inputs, these, strict=False):  # inputs may hold more
+            if kept.get(key) is not this:
+                return None
+        if len(inputs) > len(these) and key in inputs[len(these)]:
+            return None  # made from more inputs than there are now
+        return made
+
+    def put(self, key: Key, these: Sequence[Totals], result: Totals) -> None:
+        self.results[key] = result
+        inputs = self.inputs
+        while len(inputs) < len(these):
+            inputs.append({})
+        for kept, this in zip(inputs, these, strict=False):
+            kept[key] = this
+        for kept in inputs[len(these):]:
+            kept.pop(key, None)
+
+    def forget(self, key: Key) -> None:
+        if self.results.pop(key, None) is not None:
+            for kept in self.inputs:
+                kept.pop(key, None)
+
+
+def _remade(inputs: Mapping[Key, Sequence[Totals]], kept: _Made,
+            make: Callable[[Sequence[Totals]], Totals]) -> Slices[dict[Key, Totals]]:
     """``make(its inputs)`` for each key (a single input is its own result), reusing the
-    ``kept`` result made from the very same objects; yields when a slice's time is over.
-    Returns (results, what to keep for the next time)."""
+    result ``kept`` made from the very same objects and keeping the new ones there; yields
+    when a slice's time is over."""
     out: dict[Key, Totals] = {}
-    made_now: dict[Key, tuple[Sequence[Totals], Totals]] = {}
     deadline = Deadline()
-    for key, these in inputs.items():
+    for i, (key, these) in enumerate(inputs.items()):
+        if not i % 64 and deadline.passed():
+            yield
+            deadline.reset()
         if len(these) == 1:
             out[key] = these[0]
+            kept.forget(key)
             continue
-        made = kept.get(key)
-        if made is None or len(made[0]) != len(these) or any(
-                a is not b for a, b in zip(made[0], these, strict=True)):
-            made = (these, make(these))
+        made = kept.get(key, these)
+        if made is None:
+            made = make(these)
+            kept.put(key, these, made)
             if deadline.passed():
                 yield
                 deadline.reset()
-        made_now[key] = made
-        out[key] = made[1]
-    return out, made_now
+        out[key] = made
+    for key in kept.results.keys() - out.keys():  # gone from every process (a type change)
+        kept.forget(key)
+    return out
 
 
 def _totals(row: Row) -> Totals:
@@ -105,10 +145,22 @@ class Source:
     heard: bool = True  # pushed since this sidecar started (False: known from the state file)
     prehistory_seq: int | None = None  # the push whose counts predate this sidecar
     prehistory_keys: set[Key] = field(default_factory=set)
+    packed: dict[Key, Packed] = field(default_factory=dict)  # its rows while retired
 
     def __post_init__(self) -> None:
         if not self.types:  # e.g. a source read back from the state file
             self.types = {key[:2]: key[2] for key in self.rows}
+
+    def put_away(self) -> None:
+        """Keep a retired source's rows packed (:meth:`Totals.pack`), out of the garbage
+        collector's sight, until it comes back (:meth:`take_back`), if ever."""
+        self.packed = {key: totals.pack() for key, totals in self.rows.items()}
+        self.rows = {}
+
+    def take_back(self) -> None:
+        """The rows :meth:`put_away` packed, as totals again."""
+        self.rows = {key: Totals.unpack(packed) for key, packed in self.packed.items()}
+        self.packed = {}
 
 
 @dataclass(frozen=True)
@@ -156,13 +208,12 @@ class Store:
         self._observed_cache: tuple[int, dict[Key, Totals]] | None = None
         # Sums over several processes and differences from the prehistory, by method, with
         # the objects they were made from (made again only when one of those is new).
-        self._sums: dict[Key, tuple[Sequence[Totals], Totals]] = {}
-        self._differences: dict[Key, tuple[Sequence[Totals], Totals]] = {}
+        self._sums = _Made()
+        self._differences = _Made()
         # History points: (monotonic time, wall time, observed totals packed by Totals.pack, so
         # that an hour of points adds nothing to the garbage collector's full collections).
         self.ring: deque[tuple[float, float, dict[Key, Packed]]] = deque()
         self.ring.append((self.started, self.started_wall, {}))
-        self._packed: dict[Key, tuple[Totals, Packed]] = {}  # the last point's, by method
         self.departed: Departure | None = None
         self.awaiting: set[str] = set()  # sources from the state file not heard from yet
         self.restored = False  # state was read back from a state file at start
@@ -369,6 +420,7 @@ class Store:
         del self.sources[src.id]
         self.awaiting.discard(src.id)
         src.replaced_by = successor.id if successor is not None else None
+        src.put_away()
         self._retired_ids[src.id] = src
         while len(self._retired_ids) > RETIRED_IDS:
             self._retired_ids.popitem(last=False)
@@ -379,6 +431,7 @@ class Store:
 
     def _unretire(self, source_id: str) -> Source:
         src = self._retired_ids.pop(source_id)
+        src.take_back()
         for key, totals in src.rows.items():
             self.retired[key] = self.retired[key] - totals
         self.retired_reporter = [self.retired_reporter[0] - src.dropped,
@@ -451,20 +504,20 @@ class Store:
 
     def _point(self) -> Slices[dict[Key, Packed]]:
         """The observed totals, packed; a method whose totals did not change since the last
-        point shares that point's tuple."""
+        point shares that point's tuple. (Compared packed: keeping the totals the last point
+        was made from would keep a Totals object per method in the garbage collector's
+        sight.)"""
         observed = yield from self.observed_slices()
-        last, point = self._packed, {}
+        last = self.ring[-1][2]
+        point: dict[Key, Packed] = {}
         deadline = Deadline()
-        for key, t in observed.items():
-            kept = last.get(key)
-            if kept is None or kept[0] is not t:
-                kept = last[key] = (t, t.pack())
-                if deadline.passed():
-                    yield
-                    deadline.reset()
-            point[key] = kept[1]
-        if len(last) > len(point):
-            self._packed = {key: last[key] for key in point}
+        for i, (key, t) in enumerate(observed.items()):
+            packed = t.pack()
+            before = last.get(key)
+            point[key] = before if before == packed else packed
+            if not i % 32 and deadline.passed():
+                yield
+                deadline.reset()
         return point
 
     def _prune_ring(self, now: float) -> None:
@@ -499,16 +552,22 @@ class Store:
         generation = self.generation
         if self._totals_cache is not None and self._totals_cache[0] == generation:
             return self._totals_cache[1]
-        parts: dict[Key, list[Totals]] = {key: [t] for key, t in self.retired.items()}
-        for src in self.sources.values():
-            for key, t in src.rows.items():
+        # The store as it is now (copies at C speed), then its sums in slices.
+        layers = [self.retired.copy(), *(src.rows.copy() for src in self.sources.values())]
+        parts: dict[Key, list[Totals]] = {}
+        deadline = Deadline()
+        for layer in layers:
+            for i, (key, t) in enumerate(layer.items()):
+                if not i % 256 and deadline.passed():
+                    yield
+                    deadline.reset()
                 have = parts.get(key)
                 if have is None:
                     parts[key] = [t]
                 else:
                     have.append(t)
-        out, self._sums = yield from _remade(parts, self._sums,
-                                             lambda these: functools.reduce(operator.add, these))
+        out = yield from _remade(parts, self._sums,
+                                 lambda these: functools.reduce(operator.add, these))
         self._totals_cache = (generation, out)
         return out
 
@@ -527,8 +586,7 @@ class Store:
             return self._observed_cache[1]
         pairs = {key: (t, prehistory[key]) if key in prehistory else (t,)
                  for key, t in totals.items()}
-        out, self._differences = yield from _remade(pairs, self._differences,
-                                                    lambda pair: pair[0] - pair[1])
+        out = yield from _remade(pairs, self._differences, lambda pair: pair[0] - pair[1])
         self._observed_cache = (generation, out)
         return out
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from bisect import bisect_left
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sidecar import fine, persist
+from sidecar import fine, persist, slices
 from sidecar.protocol import DEFAULT_BUCKETS, encode
 from sidecar.store import SETTLE_MAX, Store
 
@@ -368,46 +369,57 @@ def test_save_does_not_follow_a_symlink_planted_at_its_temporary_file(tmp_path: 
     assert state.problem is not None and state.path in state.problem
 
 
-async def test_on_the_loop_a_forked_child_writes_the_state_as_it_was_at_the_start(
+async def test_on_the_loop_a_save_writes_the_state_as_it_was_when_it_started(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A child writes the state of the fork's instant; pushes after it wait for the next save;
-    start_if_due saves a small state at once and a large one in a child, one at a time; close()
-    waits for the child, then writes the final state."""
+    """A save on the loop takes the state at once, encodes it in slices (the loop turns between
+    them; pushes applied meanwhile wait for the next save) and writes it from another thread;
+    one save at a time; close() waits for it, then writes the final state."""
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)  # a slice per row
     s, clocks = make()
-    p = Proc(clocks, "a", 1)
-    p.push(s, 5)
+    procs = [Proc(clocks, name, pid) for pid, name in enumerate("abc", start=1)]
+    for p in procs:
+        p.push(s, 5)
+    procs[2].push(s, 0, final=True)  # a retired process: its rows and the retired totals
     state = persist.StateFile(str(tmp_path / "metrics.sock"), s)
-    assert await state.save_in_child()
-    on_disk = json.loads(Path(state.path).read_text())
-    assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 5}
-    assert (state.saved_changes, state.saved_generation) == (s.changes, s.generation)
-    p.push(s, 2)
-    saving = asyncio.ensure_future(state.save_in_child())
-    await asyncio.sleep(0)  # the task's first step forks the child
-    p.push(s, 3)  # after the fork: not in this save
+    writers: list[int] = []
+    write = state._write
+    monkeypatch.setattr(state, "_write", lambda text: writers.append(threading.get_ident())
+                        or write(text))
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    saving = state.start_if_due()
+    assert saving is not None and state.start_if_due() is None  # one save at a time
+    marks = (s.changes, s.generation)
+    procs[0].push(s, 2)  # after the save started: not in it
     assert await saving
+    assert turns >= 4 and writers and writers[0] != threading.get_ident()
     on_disk = json.loads(Path(state.path).read_text())
-    assert on_disk["sources"][0]["rows"][0][3]["codes"] == {"OK": 7}
-    assert state.saved_generation < s.generation  # the push after the fork: still to save
+    assert [src["rows"][0][3]["codes"] for src in on_disk["sources"]] == [{"OK": 5}] * 2
+    assert on_disk == persist.dump(s, state.socket_path) | {"saved": on_disk["saved"],
+                                                           "sources": on_disk["sources"]}
+    assert (state.saved_changes, state.saved_generation) == marks != (s.changes, s.generation)
     clocks.advance(persist.SAVE_EVERY)
-    state.start_if_due()  # one row: saved at once, on the loop (cheaper than a fork)
-    assert state.saves == 3
-    p.push(s, 4)
-    clocks.advance(persist.SAVE_EVERY)
-    monkeypatch.setattr(persist, "FORK_ROWS", 0)  # a large state: saved by a child
-    state.start_if_due()
-    state.start_if_due()  # one save at a time
-    assert state.saves == 3
-    p.push(s, 5)
-    await state.close()  # waits for the child, then saves the final state here
-    assert state.saves == 5 and not Path(state.path + ".tmp").exists()
+    saving = state.start_if_due()
+    procs[1].push(s, 4)
+    await state.close()  # waits for the save, then saves the final state here
+    counter.cancel()
+    assert saving is not None and saving.done() and state.saves == 3
+    assert not Path(state.path + ".tmp").exists()
     restored, _ = restarted(s, clocks, tmp_path)
-    assert ok_total(restored) == 19
+    assert ok_total(restored) == 5 * 3 + 2 + 4
 
 
-async def test_a_state_save_failing_in_its_child_is_one_warning_in_the_sidecar(
+async def test_a_state_save_failing_on_the_loop_is_one_warning_in_the_sidecar(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The child's problem (a planted symlink) comes back to the parent: one WARNING, retried."""
+    """The writing thread's problem (a planted symlink): one WARNING, retried, nothing else
+    touched."""
     s, clocks = make()
     Proc(clocks, "a", 1).push(s)
     state = persist.StateFile(str(tmp_path / "metrics.sock"), s)
@@ -415,13 +427,13 @@ async def test_a_state_save_failing_in_its_child_is_one_warning_in_the_sidecar(
     victim.write_text("untouched")
     for _ in range(2):
         Path(state.path + ".tmp").symlink_to(victim)
-        assert not await state.save_in_child()
-        assert not Path(state.path + ".tmp").is_symlink()  # the child removed what it found
+        assert not await state.save_on_loop()
+        assert not Path(state.path + ".tmp").is_symlink()  # removed what it found
     assert victim.read_text() == "untouched"
     assert state.problem is not None and state.path in state.problem
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "restart would start counting afresh" in warnings[0].message
-    assert await state.save_in_child() and state.problem is None
+    assert await state.save_on_loop() and state.problem is None
 
 
 def test_fine_counts_survive_the_restart_exactly(tmp_path: Path) -> None:

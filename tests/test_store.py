@@ -239,8 +239,9 @@ def run_slices(slices: Any, between: Any = None) -> tuple[Any, int]:
 
 def test_totals_over_several_processes_are_summed_in_slices_and_only_where_new(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """With no time left in a slice, each new sum is its own slice; the result is the store at
-    the call (a push between slices is in the next); an unchanged method keeps its sum."""
+    """With no time left in a slice, each new sum is its own slice (besides the checks between
+    every few methods); the result is the store at the call (a push between slices is in the
+    next); an unchanged method keeps its sum, the very object."""
     monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
     s, _ = store()
     methods = [f"M{i}" for i in range(20)]
@@ -248,12 +249,13 @@ def test_totals_over_several_processes_are_summed_in_slices_and_only_where_new(
     assert s.ingest(push("b", 1, dict.fromkeys(methods, 1))) is None
     totals, yields = run_slices(s.totals_slices(), between=lambda: s.ingest(
         push("b", 2, dict.fromkeys(methods, 2))))
-    assert yields == 20 and {t.started for t in totals.values()} == {11}
-    assert {t.started for t in s.totals().values()} == {12}
+    assert yields >= 20 and {t.started for t in totals.values()} == {11}
+    before = s.totals()
+    assert {t.started for t in before.values()} == {12}
     s.ingest(push("b", 3, {**dict.fromkeys(methods, 2), "M0": 3}))
     totals, yields = run_slices(s.totals_slices())
-    assert yields == 1 and totals[(KEY[0], "M0", "unary")].started == 13
-    assert totals[(KEY[0], "M1", "unary")].started == 12
+    assert yields < 10 and totals[(KEY[0], "M0", "unary")].started == 13
+    assert all(totals[key] is before[key] for key in totals if key[1] != "M0")
 
 
 def test_histogram_quantile_matches_promql() -> None:
