@@ -1,10 +1,10 @@
 """Work done in a forked child, so that the sidecar's event loop never waits for it.
 
-Building a JSON document or the state file for thousands of series is pure Python, tens to
-hundreds of milliseconds: on the loop it would hold up every probe and push, and in a thread it
-would take the GIL from the loop just as well. A child shares no GIL with the loop, runs at a
-lower priority than the loop (``CHILD_NICE``), and the fork itself is a consistent copy of the
-process at one instant (copy on write), so the work needs no lock on the store.
+Building a JSON document for thousands of series is pure Python, hundreds of milliseconds: on
+the loop it would hold up every probe and push, and in a thread it would take the GIL from the
+loop just as well. A child shares no GIL with the loop, runs at a lower priority than the loop
+(``CHILD_NICE``), and the fork itself is a consistent copy of the process at one instant (copy
+on write), so the work needs no lock on the store.
 """
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ import signal
 import traceback
 from collections.abc import Callable
 
-__all__ = ["CHILD_NICE", "ChildFailed", "run"]
+__all__ = ["CHILD_NICE", "ChildFailed", "alive", "run"]
 
 log = logging.getLogger("sidecar.forked")
 CHILD_NICE = 10  # the child yields the CPU to the loop
+_alive = 0  # children working now
+
+
+def alive() -> bool:
+    """Whether a child is working: every page the process writes meanwhile is copied first."""
+    return _alive > 0
 
 
 class ChildFailed(RuntimeError):
@@ -57,6 +63,8 @@ async def run(work: Callable[[], bytes]) -> bytes:
             traceback.print_exc()  # to the sidecar's stderr
         finally:
             os._exit(status)
+    global _alive
+    _alive += 1
     os.close(write_fd)
     reader = asyncio.StreamReader(limit=2**31)
     loop = asyncio.get_running_loop()
@@ -72,6 +80,7 @@ async def run(work: Callable[[], bytes]) -> bytes:
         raise
     finally:
         _, status = os.waitpid(pid, 0)  # the pipe is closed: it has written and is exiting
+        _alive -= 1
     if status != 0:
         raise ChildFailed(f"the child that did the work failed (wait status {status})")
     return data

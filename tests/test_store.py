@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 
 from sidecar import slices
+from sidecar.exposition import Exposition
+from sidecar.promtext import OPENMETRICS
 from sidecar.protocol import DEFAULT_BUCKETS, encode
 from sidecar.stats import Totals, delta, histogram_quantile
 from sidecar.store import RING_STEP, Store
@@ -256,6 +258,40 @@ def test_totals_over_several_processes_are_summed_in_slices_and_only_where_new(
     totals, yields = run_slices(s.totals_slices())
     assert yields < 10 and totals[(KEY[0], "M0", "unary")].started == 13
     assert all(totals[key] is before[key] for key in totals if key[1] != "M0")
+
+
+def test_after_a_restart_store_and_writer_keep_three_tracked_objects_per_method() -> None:
+    """A full garbage collection goes through every tracked object, on the event loop: after a
+    restart (each method counted by a retired process and a live one), with history and both
+    formats scraped, the store and the /metrics writer keep three per method (the live totals,
+    the retired ones, their sum); the retired process's rows are packed, and the writer lets go
+    of the totals it wrote from once the store has replaced them. The lines stay the same."""
+    methods = [f"M{i}" for i in range(200)]
+    gc.collect()
+    before = len(gc.get_objects())
+    clock = Clock()
+    s = Store(clock=clock, wall=lambda: 1e10)  # the processes started with it: no prehistory
+    exposition = Exposition(s)
+    assert s.ingest(push("a", 1, dict.fromkeys(methods, 10), final=True)) is None
+    for seq in range(1, 6):
+        clock.t += RING_STEP
+        assert s.ingest(push("b", seq, dict.fromkeys(methods, seq))) is None
+        s.tick()
+        for accept in ("", OPENMETRICS):
+            exposition.metrics(accept)
+    assert s.ingest(push("b", 6, dict.fromkeys(methods, 6))) is None  # not scraped since
+    exposition.forget_replaced(s.totals())
+    gc.collect()
+    gc.collect()
+    kept = len(gc.get_objects()) - before
+    assert kept <= 3 * len(methods) + 100, kept
+    for accept in ("", OPENMETRICS):
+        assert rpc_lines(exposition.metrics(accept)[0]) == rpc_lines(
+            Exposition(s).metrics(accept)[0])
+
+
+def rpc_lines(body: bytes) -> list[bytes]:
+    return [line for line in body.splitlines() if line.startswith(b"grpc_")]
 
 
 def test_histogram_quantile_matches_promql() -> None:

@@ -1,0 +1,61 @@
+"""When the garbage collector runs in the sidecar: full collections only in a step of their own."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+import pytest
+
+from sidecar import collector, forked
+
+
+async def test_full_collections_run_only_when_the_tick_asks_and_in_a_step_of_their_own(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Taken over, allocations that would have started full collections start none; the tick's
+    full_if_due() runs one once as many young collections have run, after the loop has turned,
+    and not while a forked child works; giving back (by every taker) restores the interpreter's
+    own thresholds."""
+    thresholds = gc.get_threshold()
+    full: list[str] = []
+    turns: list[int] = []
+
+    def seen(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start" and info["generation"] == 2:
+            full.append(f"after {len(turns)} turns")
+
+    give_back = collector.take_over()
+    other = collector.take_over()  # a second server in this process
+    gc.callbacks.append(seen)
+    try:
+        kept = [[i] for i in range(50 * thresholds[0] * thresholds[1])]  # survivors, in bulk
+        assert gc.get_count()[2] >= thresholds[2] and full == []
+        monkeypatch.setattr(forked, "_alive", 1)
+        await collector.full_if_due()  # a child shares every page: not now
+        assert full == []
+        monkeypatch.setattr(forked, "_alive", 0)
+        await collector.full_if_due()  # nothing else is waiting: collected all the same
+        assert full == ["after 0 turns"]
+
+        async def count() -> None:
+            while True:
+                turns.append(1)
+                await asyncio.sleep(0)
+
+        counter = asyncio.ensure_future(count())
+        await asyncio.sleep(0)
+        kept += [[i] for i in range(50 * thresholds[0] * thresholds[1])]
+        before = len(turns)
+        await collector.full_if_due()
+        assert len(full) == 2 and full[1] != f"after {before} turns"  # the loop turned first
+        counter.cancel()
+        await collector.full_if_due()  # no young collection since: nothing to do
+        assert len(full) == 2
+    finally:
+        gc.callbacks.remove(seen)
+        other()
+        assert gc.get_threshold()[2] != thresholds[2]  # one taker still holds it
+        give_back()
+    assert gc.get_threshold() == thresholds
+    del kept
