@@ -273,7 +273,7 @@ def restore(store: Store, doc: Any, socket_path: str) -> None:
                              _number(raw_departed.get("wall"), "departed.wall"))
     # Everything parsed: only now does the store change.
     store.buckets = buckets
-    store.retired = retired
+    store.retired = {key: totals.pack() for key, totals in retired.items()}
     store.retired_reporter = reporter
     store.sources = {s.id: s for s in live}
     for s in gone:

@@ -49,14 +49,14 @@ class _Made:
 
     def __init__(self) -> None:
         self.results: dict[Key, Totals] = {}
-        self.inputs: list[dict[Key, Totals]] = []
+        self.inputs: list[dict[Key, Totals | Packed]] = []
 
-    def get(self, key: Key, these: Sequence[Totals]) -> Totals | None:
+    def get(self, key: Key, these: Sequence[Totals | Packed]) -> Totals | None:
         """The result kept for ``key`` if it was made from the very objects ``these``."""
         made = self.results.get(key)
-        if made is None:
-            return None
         inputs = self.inputs
+        if made is None or len(inputs) < len(these):
+            return None
         for kept, this in zip(inputs, these, strict=False):  # inputs may hold more
             if kept.get(key) is not this:
                 return None
@@ -64,7 +64,7 @@ class _Made:
             return None  # made from more inputs than there are now
         return made
 
-    def put(self, key: Key, these: Sequence[Totals], result: Totals) -> None:
+    def put(self, key: Key, these: Sequence[Totals | Packed], result: Totals) -> None:
         self.results[key] = result
         inputs = self.inputs
         while len(inputs) < len(these):
@@ -80,18 +80,18 @@ class _Made:
                 kept.pop(key, None)
 
 
-def _remade(inputs: Mapping[Key, Sequence[Totals]], kept: _Made,
-            make: Callable[[Sequence[Totals]], Totals]) -> Slices[dict[Key, Totals]]:
-    """``make(its inputs)`` for each key (a single input is its own result), reusing the
-    result ``kept`` made from the very same objects and keeping the new ones there; yields
-    when a slice's time is over."""
+def _remade(inputs: Mapping[Key, Sequence[Totals | Packed]], kept: _Made,
+            make: Callable[[Sequence[Totals | Packed]], Totals]) -> Slices[dict[Key, Totals]]:
+    """``make(its inputs)`` for each key (a single input that is Totals is its own result),
+    reusing the result ``kept`` made from the very same objects and keeping the new ones
+    there; yields when a slice's time is over."""
     out: dict[Key, Totals] = {}
     deadline = Deadline()
     for i, (key, these) in enumerate(inputs.items()):
         if not i % 64 and deadline.passed():
             yield
             deadline.reset()
-        if len(these) == 1:
+        if len(these) == 1 and isinstance(these[0], Totals):
             out[key] = these[0]
             kept.forget(key)
             continue
@@ -106,6 +106,19 @@ def _remade(inputs: Mapping[Key, Sequence[Totals]], kept: _Made,
     for key in kept.results.keys() - out.keys():  # gone from every process (a type change)
         kept.forget(key)
     return out
+
+
+def _summed(these: Sequence[Totals | Packed]) -> Totals:
+    """The sum of a method's totals (the retired ones packed)."""
+    return functools.reduce(operator.add, (t if isinstance(t, Totals) else Totals.unpack(t)
+                                           for t in these))
+
+
+def _difference(pair: Sequence[Totals | Packed]) -> Totals:
+    """Totals less their prehistory."""
+    now, before = pair
+    assert isinstance(now, Totals) and isinstance(before, Totals)
+    return now - before
 
 
 def _totals(row: Row) -> Totals:
@@ -192,7 +205,9 @@ class Store:
         self.started = clock()
         self.started_wall = wall()
         self.sources: dict[str, Source] = {}
-        self.retired: dict[Key, Totals] = {}
+        # The totals of processes that have left, packed (Totals.pack): out of the garbage
+        # collector's sight (they change only when a process leaves or comes back).
+        self.retired: dict[Key, Packed] = {}
         self.retired_reporter = [0, 0, 0]  # dropped, send_errors, overflow
         self._retired_ids: OrderedDict[str, Source] = OrderedDict()
         self.prehistory: dict[Key, Totals] = {}
@@ -412,15 +427,18 @@ class Store:
     def _retire(self, src: Source, how: str, successor: Source | None = None) -> None:
         """Fold ``src`` into the retired totals: it "exited", "stopped pushing" or was
         "replaced" by ``successor``."""
-        for key, totals in src.rows.items():
-            self.retired[key] = self.retired.get(key, Totals()) + totals
+        rows, retired = src.rows, self.retired
+        src.put_away()
+        for key, packed in src.packed.items():
+            before = retired.get(key)
+            retired[key] = packed if before is None else (Totals.unpack(before)
+                                                          + rows[key]).pack()
         self.retired_reporter = [self.retired_reporter[0] + src.dropped,
                                  self.retired_reporter[1] + src.send_errors,
                                  self.retired_reporter[2] + src.overflow]
         del self.sources[src.id]
         self.awaiting.discard(src.id)
         src.replaced_by = successor.id if successor is not None else None
-        src.put_away()
         self._retired_ids[src.id] = src
         while len(self._retired_ids) > RETIRED_IDS:
             self._retired_ids.popitem(last=False)
@@ -433,7 +451,7 @@ class Store:
         src = self._retired_ids.pop(source_id)
         src.take_back()
         for key, totals in src.rows.items():
-            self.retired[key] = self.retired[key] - totals
+            self.retired[key] = (Totals.unpack(self.retired[key]) - totals).pack()
         self.retired_reporter = [self.retired_reporter[0] - src.dropped,
                                  self.retired_reporter[1] - src.send_errors,
                                  self.retired_reporter[2] - src.overflow]
@@ -553,8 +571,9 @@ class Store:
         if self._totals_cache is not None and self._totals_cache[0] == generation:
             return self._totals_cache[1]
         # The store as it is now (copies at C speed), then its sums in slices.
-        layers = [self.retired.copy(), *(src.rows.copy() for src in self.sources.values())]
-        parts: dict[Key, list[Totals]] = {}
+        layers: list[Mapping[Key, Totals | Packed]] = [self.retired.copy()]
+        layers += [src.rows.copy() for src in self.sources.values()]
+        parts: dict[Key, list[Totals | Packed]] = {}
         deadline = Deadline()
         for layer in layers:
             for i, (key, t) in enumerate(layer.items()):
@@ -566,8 +585,7 @@ class Store:
                     parts[key] = [t]
                 else:
                     have.append(t)
-        out = yield from _remade(parts, self._sums,
-                                 lambda these: functools.reduce(operator.add, these))
+        out = yield from _remade(parts, self._sums, _summed)
         self._totals_cache = (generation, out)
         return out
 
@@ -586,7 +604,7 @@ class Store:
             return self._observed_cache[1]
         pairs = {key: (t, prehistory[key]) if key in prehistory else (t,)
                  for key, t in totals.items()}
-        out = yield from _remade(pairs, self._differences, lambda pair: pair[0] - pair[1])
+        out = yield from _remade(pairs, self._differences, _difference)
         self._observed_cache = (generation, out)
         return out
 

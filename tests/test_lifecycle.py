@@ -20,6 +20,7 @@ import pytest
 
 from sidecar import fine, persist, slices
 from sidecar.protocol import DEFAULT_BUCKETS, encode
+from sidecar.stats import Totals
 from sidecar.store import SETTLE_MAX, Store
 
 SERVICE = "nps.oracle.OracleService"
@@ -456,4 +457,4 @@ def test_fine_counts_survive_the_restart_exactly(tmp_path: Path) -> None:
     assert before.fine is not None and list(before.fine) == [index, 14]
     fresh, _ = restarted(s, clocks, tmp_path)
     assert fresh.totals()[KEY] == before
-    assert list(fresh.retired[KEY].fine or ()) == [index, 7]
+    assert list(Totals.unpack(fresh.retired[KEY]).fine or ()) == [index, 7]
