@@ -192,14 +192,19 @@ class _Format:
                 received_line % (labels, received),
                 sent_line % (labels, sent))
 
-    def forget_replaced(self, totals: dict[Key, Totals]) -> None:
+    def forget_replaced(self, totals: dict[Key, Totals]) -> Slices[None]:
         """Let go of the totals each series was written from where ``totals`` (the store's
         now) has others: their lines are written again at the next scrape all the same, and
         meanwhile the garbage collector's full collections need not go through a stale copy
-        of every busy method."""
+        of every busy method. In slices; a render between them keeps what it wrote."""
         written = self.written
-        for key in [key for key, t in written.items() if totals.get(key) is not t]:
-            del written[key]
+        deadline = Deadline()
+        for i, (key, t) in enumerate(list(written.items())):
+            if not i % 256 and deadline.passed():
+                yield
+                deadline.reset()
+            if totals.get(key) is not t and written.get(key) is t:
+                del written[key]
 
     def render_rpc(self, totals: dict[Key, Totals], bounds: tuple[float, ...], tail: bytes
                    ) -> Slices[list[bytes]]:
@@ -379,11 +384,11 @@ class Exposition:
             fmt.rpc = (generation, rpc)
         return [*fmt.rpc[1], self._state(om).encode()], content_type
 
-    def forget_replaced(self, totals: dict[Key, Totals]) -> None:
+    def forget_replaced(self, totals: dict[Key, Totals]) -> Slices[None]:
         """What each format keeps of the totals it last wrote, where ``totals`` (the store's
         now) has others (:meth:`_Format.forget_replaced`)."""
         for fmt in self._formats.values():
-            fmt.forget_replaced(totals)
+            yield from fmt.forget_replaced(totals)
 
     def _counters(self, om: bool) -> str:
         """The sidecar's own counters (they change only with the store's generation)."""

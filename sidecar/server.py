@@ -403,7 +403,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
             try:
                 await slices.run(store.tick_slices())
                 # Before a full collection: less for it to go through.
-                app[EXPOSITION].forget_replaced(await slices.run(store.totals_slices()))
+                await slices.run(app[EXPOSITION].forget_replaced(
+                    await slices.run(store.totals_slices())))
                 await collector.full_if_due()
                 state_file.start_if_due()
                 await receiver.check()

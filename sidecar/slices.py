@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
+from collections import deque
 from collections.abc import Generator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sidecar import collector
 
@@ -47,17 +49,60 @@ def drive(slices: Slices[T]) -> T:
 async def run(slices: Slices[T]) -> T:
     """Run a sliced computation on the event loop, letting it turn between slices.
 
-    After each slice of a computation long enough to be sliced, the young generations of
-    Python's garbage collector are collected (:func:`sidecar.collector.young`).
+    The first slice runs at once; the rest take turns with every other computation under way
+    on the loop, one slice in all per turn of the loop (:class:`_Turns`): however many renders,
+    sums and saves are under way, a turn of the loop holds one slice of them. After each slice
+    of a computation long enough to be sliced, the young generations of Python's garbage
+    collector are collected (:func:`sidecar.collector.young`).
     """
-    sliced = False
-    while True:
+    try:
+        next(slices)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    collector.young()
+    loop = asyncio.get_running_loop()
+    turns = _turns.get(loop)
+    if turns is None:
+        turns = _turns[loop] = _Turns()
+    future: asyncio.Future[T] = loop.create_future()
+    turns.add(slices, future)
+    return await future
+
+
+class _Turns:
+    """The sliced computations under way on one event loop, and the task that gives each of
+    them a slice in turn, one per turn of the loop."""
+
+    def __init__(self) -> None:
+        self.queue: deque[tuple[Slices[Any], asyncio.Future[Any]]] = deque()
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, slices: Slices[Any], future: asyncio.Future[Any]) -> None:
+        self.queue.append((slices, future))
+        if self.task is None:
+            self.task = asyncio.ensure_future(self._work())
+
+    async def _work(self) -> None:
+        queue = self.queue
         try:
-            next(slices)
-        except StopIteration as done:
-            if sliced:
+            while queue:
+                await asyncio.sleep(0)
+                slices, future = queue.popleft()
+                if future.done():  # its caller was cancelled (a client gone)
+                    slices.close()
+                    continue
+                try:
+                    next(slices)
+                except StopIteration as done:
+                    future.set_result(done.value)
+                except Exception as err:  # the caller's to handle
+                    future.set_exception(err)
+                else:
+                    queue.append((slices, future))
                 collector.young()
-            return done.value  # type: ignore[no-any-return]
-        sliced = True
-        collector.young()
-        await asyncio.sleep(0)
+        finally:
+            self.task = None
+
+
+_turns: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turns] = \
+    weakref.WeakKeyDictionary()

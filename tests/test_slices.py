@@ -47,3 +47,32 @@ def test_drive_runs_to_the_end_and_a_deadline_passes_after_its_slice(
     assert not slices.Deadline().passed()
     monkeypatch.setattr(slices, "SLICE_SECONDS", -1.0)
     assert slices.Deadline().passed()
+
+
+async def test_computations_under_way_take_turns_one_slice_in_all_per_turn_of_the_loop() -> None:
+    """Renders, sums and saves under way at once do not each take a slice per turn: after
+    their first slices (at once, in their callers' steps), one slice in all runs per turn of
+    the loop, the computations taking turns."""
+    order: list[str] = []
+
+    def named(name: str, n: int) -> slices.Slices[str]:
+        for _ in range(n):
+            order.append(name)
+            yield
+        return name
+
+    seen: list[int] = []
+
+    async def turns() -> None:
+        while True:
+            seen.append(len(order))
+            await asyncio.sleep(0)
+
+    watcher = asyncio.ensure_future(turns())
+    await asyncio.sleep(0)
+    assert await asyncio.gather(slices.run(named("a", 5)), slices.run(named("b", 5)),
+                                slices.run(named("c", 5))) == ["a", "b", "c"]
+    watcher.cancel()
+    per_turn = [after - before for before, after in zip(seen, seen[1:])]
+    assert sum(1 for n in per_turn if n > 1) <= 1  # the first slices, started together
+    assert order[3:9] == ["a", "b", "c"] * 2  # then in turn

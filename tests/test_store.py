@@ -294,7 +294,7 @@ def test_after_a_restart_store_and_writer_keep_two_tracked_objects_per_method() 
         for accept in ("", OPENMETRICS):
             exposition.metrics(accept)
     assert s.ingest(push("b", 6, dict.fromkeys(methods, 6))) is None  # not scraped since
-    exposition.forget_replaced(s.totals())
+    slices.drive(exposition.forget_replaced(s.totals()))
     gc.collect()
     gc.collect()
     kept = len(gc.get_objects()) - before
