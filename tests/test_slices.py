@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import itertools
 from collections.abc import Generator
 
 import pytest
@@ -73,6 +74,6 @@ async def test_computations_under_way_take_turns_one_slice_in_all_per_turn_of_th
     assert await asyncio.gather(slices.run(named("a", 5)), slices.run(named("b", 5)),
                                 slices.run(named("c", 5))) == ["a", "b", "c"]
     watcher.cancel()
-    per_turn = [after - before for before, after in zip(seen, seen[1:])]
+    per_turn = [after - before for before, after in itertools.pairwise(seen)]
     assert sum(1 for n in per_turn if n > 1) <= 1  # the first slices, started together
     assert order[3:9] == ["a", "b", "c"] * 2  # then in turn
