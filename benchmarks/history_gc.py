@@ -5,8 +5,8 @@ method changed in every push, so each history point holds new totals for all of 
 process. Then a full garbage collection is timed with the history points as the sidecar keeps
 them (``Totals.pack``: flat tuples the collector stops tracking) and with the same points as
 the Totals objects it kept before, side by side in the same run. A full collection runs on the
-event loop whenever enough objects have survived into the oldest generation, so its length is
-a loop stall.
+event loop (started by the background tick once enough young collections have run, in a turn
+of its own: sidecar/collector.py), so its length is a loop stall.
 """
 
 from __future__ import annotations
@@ -78,7 +78,8 @@ def run(quick: bool, machine: str, command: str) -> Section:
                "minutes), then full garbage collections are timed (thread CPU time) with its "
                "history points packed as the sidecar keeps them, and with the same points "
                "unpacked into the Totals objects it kept before. A full collection runs on "
-               "the event loop when enough objects have survived into the oldest generation."
+               "the event loop, started by the background tick once enough young collections "
+               "have run, in a turn of its own (sidecar/collector.py)."
                + (" Quick mode: figures indicative only." if quick else "")),
         machine=machine,
         command=command,
