@@ -123,8 +123,8 @@ class Receiver:
     allocated per datagram. A wake-up applies datagrams for at most READ_SECONDS (and at most
     READ_BATCH of them), then gives the loop back to HTTP: the rest wait in the socket's
     buffer (4 MiB) and are read at the loop's next turn. A datagram that takes longer than a
-    slice (:mod:`sidecar.slices`: hundreds of rows) is applied over several turns, and the
-    next one is read after it.
+    slice (:mod:`sidecar.slices`: hundreds of rows) is applied over several turns, taking
+    turns with renders and sums (one slice in all per turn), and the next one is read after it.
     """
 
     READ_BATCH = 64
@@ -140,7 +140,8 @@ class Receiver:
         self.inode: int | None = None
         self.problem: str | None = None
         self._buffer = bytearray(protocol.MAX_DATAGRAM + 1)
-        self._pending: slices.Slices[str | None] | None = None  # a datagram applied in slices
+        # a datagram applied in slices, and the future of its end
+        self._pending: tuple[slices.Slices[str | None], asyncio.Future[str | None]] | None = None
         self._view = memoryview(self._buffer)
 
     async def open(self) -> None:
@@ -175,24 +176,32 @@ class Receiver:
         self._settle(applied)
 
     def _advance(self, work: slices.Slices[str | None]) -> bool:
-        """Apply one slice of a datagram; True when it is done (applied or rejected), else
-        the rest is applied at the loop's next turn."""
+        """Apply the first slice of a datagram; True when it is done (applied or rejected),
+        else the rest takes turns with the other sliced work on the loop (one slice in all
+        per turn, :func:`sidecar.slices.later`) and the next datagram is read after it."""
         try:
             next(work)
         except StopIteration:
             return True
         except Exception:  # a bug must not stop the receiver; the datagram is counted lost
-            self.store.rejected["bad_field"] += 1
-            log.exception("failed to apply a datagram")
+            self._failed(None)
             return True
-        self._pending = work
-        asyncio.get_running_loop().call_soon(self._continue)
+        applied = slices.later(work)
+        applied.add_done_callback(self._applied)
+        self._pending = work, applied
         return False
 
-    def _continue(self) -> None:
-        work, self._pending = self._pending, None
-        if work is not None and self._advance(work):
-            self._settle(self.COLLECT_AFTER)  # a datagram that took slices is a large one
+    def _applied(self, applied: asyncio.Future[str | None]) -> None:
+        if self._pending is None or self._pending[1] is not applied:
+            return  # closed meanwhile (close() finished it)
+        self._pending = None
+        if not applied.cancelled() and applied.exception() is not None:
+            self._failed(applied.exception())
+        self._settle(self.COLLECT_AFTER)  # a datagram that took slices is a large one
+
+    def _failed(self, err: BaseException | None) -> None:
+        self.store.rejected["bad_field"] += 1
+        log.error("failed to apply a datagram", exc_info=err or True)
 
     def _settle(self, applied: int) -> None:
         """After the datagrams of a wake-up: young objects, then the state file's save check."""
@@ -234,13 +243,14 @@ class Receiver:
         self.problem = problem
 
     def close(self) -> None:
-        work, self._pending = self._pending, None
-        if work is not None:  # the datagram half applied is finished before the last save
+        pending, self._pending = self._pending, None
+        if pending is not None:  # the datagram half applied is finished before the last save
+            work, applied = pending
+            applied.cancel()  # and dropped from the loop's turns
             try:
                 slices.drive(work)
-            except Exception:
-                self.store.rejected["bad_field"] += 1
-                log.exception("failed to apply a datagram")
+            except Exception as err:
+                self._failed(err)
         self._close(self.sock)
         self.sock = None
 
@@ -401,10 +411,11 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(1.0)
             try:
-                await slices.run(store.tick_slices())
+                # Each slice in a turn of its own (slices.later): nothing here waits for them.
+                await slices.later(store.tick_slices())
                 # Before a full collection: less for it to go through.
-                await slices.run(app[EXPOSITION].forget_replaced(
-                    await slices.run(store.totals_slices())))
+                await slices.later(app[EXPOSITION].forget_replaced(
+                    await slices.later(store.totals_slices())))
                 await collector.full_if_due()
                 state_file.start_if_due()
                 await receiver.check()

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from sidecar import collector
 
-__all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "run"]
+__all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "later", "run"]
 
 SLICE_SECONDS = 0.001  # a sliced computation yields to the event loop at least this often
 T = TypeVar("T")
@@ -60,13 +60,21 @@ async def run(slices: Slices[T]) -> T:
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     collector.young()
+    return await later(slices)
+
+
+def later(slices: Slices[T]) -> asyncio.Future[T]:
+    """Queue a sliced computation (or the rest of one whose first slice has run) to take
+    turns with the others under way on the running loop (see :func:`run`), every slice in a
+    turn of its own; the future of its result. Cancelling it drops the computation at its
+    next turn."""
     loop = asyncio.get_running_loop()
     turns = _turns.get(loop)
     if turns is None:
         turns = _turns[loop] = _Turns()
     future: asyncio.Future[T] = loop.create_future()
     turns.add(slices, future)
-    return await future
+    return future
 
 
 class _Turns:

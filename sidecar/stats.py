@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from itertools import accumulate, chain
 from typing import TYPE_CHECKING, Any
 
+from sidecar import collector
 from sidecar import fine as fine_histogram
 from sidecar.fine import to_json as fine_json
 
@@ -44,6 +45,11 @@ class Totals:
     # Sparse fine counts (sidecar.fine) of the calls whose process sent them; None when no
     # process behind these totals did. See complete_fine() for when they describe every call.
     fine: array[int] | None = None
+
+    def __post_init__(self) -> None:
+        # Never changed, and holding only numbers, texts, an array and dicts and tuples of
+        # them: these can never be part of a reference cycle (sidecar.collector).
+        collector.untrack(self)
 
     @property
     def handled(self) -> int:

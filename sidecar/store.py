@@ -570,6 +570,9 @@ class Store:
         generation = self.generation
         if self._totals_cache is not None and self._totals_cache[0] == generation:
             return self._totals_cache[1]
+        # The sums it holds are let go of one by one as they are made again, not thousands at
+        # once when the new dict takes its place (freeing them is a slice's work).
+        self._totals_cache = None
         # The store as it is now (copies at C speed), then its sums in slices.
         layers: list[Mapping[Key, Totals | Packed]] = [self.retired.copy()]
         layers += [src.rows.copy() for src in self.sources.values()]
@@ -602,6 +605,7 @@ class Store:
             return totals
         if self._observed_cache is not None and self._observed_cache[0] == generation:
             return self._observed_cache[1]
+        self._observed_cache = None  # as in totals_slices
         pairs = {key: (t, prehistory[key]) if key in prehistory else (t,)
                  for key, t in totals.items()}
         out = yield from _remade(pairs, self._differences, _difference)

@@ -261,3 +261,57 @@ async def test_a_large_datagram_is_applied_over_several_turns_and_the_next_waits
         assert len(store.totals()) == 100
     finally:
         receiver.close()
+
+
+async def test_a_datagram_applied_in_slices_takes_turns_with_the_other_sliced_work(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large datagram's slices and a render's slices under way together: one slice in all
+    per turn of the event loop (a turn holding one of each would be twice as long)."""
+    from sidecar import slices
+    from sidecar.server import Receiver
+    from sidecar.store import Store
+
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    store = Store()
+    receiver = Receiver(str(tmp_path / "metrics.sock"), store)
+    turn = [0]
+    ran: list[tuple[str, int]] = []
+
+    def watched(name: str, work: slices.Slices[Any]) -> slices.Slices[Any]:
+        while True:
+            ran.append((name, turn[0]))
+            try:
+                next(work)
+            except StopIteration as done:
+                return done.value
+            yield
+
+    ingest = store.ingest_slices
+    monkeypatch.setattr(store, "ingest_slices", lambda data: watched("datagram", ingest(data)))
+    await receiver.open()
+    try:
+        rows = [{"service": "s.v1.S", "method": f"M{i}", "type": "unary", "started": 1,
+                 "codes": {"OK": 1}, "hist": [1] + [0] * len(protocol.DEFAULT_BUCKETS),
+                 "sum": 0.0, "max": 0.0} for i in range(300)]
+        (one,) = protocol.encode(
+            source={"id": "a", "pid": 1, "started": 1.0, "service": "s.v1.S", "version": "1"},
+            seq=1, time=1.0, buckets=protocol.DEFAULT_BUCKETS, rows=rows, health="healthy",
+            checks={}, reporter={})
+        send(receiver.path, one)
+        while not store.applying:
+            await asyncio.sleep(0)
+        render = asyncio.ensure_future(slices.run(watched("render", slices_of(40))))
+        while store.applying or not render.done():
+            await asyncio.sleep(0)
+            turn[0] += 1
+        names = {name for name, _ in ran}
+        assert names == {"datagram", "render"} and len(store.totals()) == 300
+        per_turn = [n for _, n in ran]
+        assert len(per_turn) - len(set(per_turn)) <= 1, ran  # the render's first slice, at once
+    finally:
+        receiver.close()
+
+
+def slices_of(count: int) -> Any:
+    for _ in range(count):
+        yield
