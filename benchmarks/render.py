@@ -276,7 +276,7 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
         f"{_median_ms(go8[name]['cpu']):.2f})" for name, _ in FORMATS)
     eight_hundred = spread([v * 1000 for v in renders[800]["text"]["new"]]).median
     # The verdicts take the worst of the /metrics rows (with and without history); the rows
-    # with JSON snapshots add the forks that build them, shown beside.
+    # with JSON snapshots (made in slices on the loop too) are shown beside.
     scrapes = [load for load in loads if not load["json_every"]]
     probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in scrapes)
     stall = max(max(load["cpu"]) for load in scrapes) * 1000

@@ -27,8 +27,6 @@ import ctypes
 import gc
 from collections.abc import Callable
 
-from sidecar import forked
-
 __all__ = ["full_if_due", "take_over", "untrack", "young"]
 
 _NEVER = 2**31 - 1  # a full-collection threshold no count reaches
@@ -82,10 +80,8 @@ def take_over() -> Callable[[], None]:
 
 async def full_if_due() -> None:
     """A full collection, in a step of the event loop of its own, when as many young
-    collections have run since the last one as would have started one; not while a forked
-    child works (:mod:`sidecar.forked`): it would touch, and so copy, every page the child
-    shares."""
-    if gc.get_count()[2] >= _full_after and not forked.alive():
+    collections have run since the last one as would have started one."""
+    if gc.get_count()[2] >= _full_after:
         await asyncio.sleep(0)
         gc.collect()
         await asyncio.sleep(0)  # and nothing after it in that turn

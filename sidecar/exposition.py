@@ -17,6 +17,7 @@ import platform
 import resource
 import time
 import weakref
+from collections.abc import Mapping
 from itertools import accumulate
 from typing import Any, cast
 
@@ -47,7 +48,7 @@ from sidecar.promtext import (
     om_int,
 )
 from sidecar.slices import Deadline, Slices, drive
-from sidecar.stats import Packed, Totals, add_all, delta, summarise
+from sidecar.stats import Packed, Totals, add_all_slices, delta, summarise
 from sidecar.store import Key, Store
 
 __all__ = ["BLOCK_BYTES", "WINDOWS", "Exposition"]
@@ -493,22 +494,33 @@ class Exposition:
 
     def snapshot(self, health: Health) -> Snapshot:
         """The /api/v1/snapshot document: per-RPC figures for every window, and health."""
+        return drive(self.snapshot_slices(health))
+
+    def snapshot_slices(self, health: Health) -> Slices[Snapshot]:
+        """:meth:`snapshot` in slices (:mod:`sidecar.slices`): each window from its start in
+        the history as it is at the call to the totals summed right after."""
         store = self.store
         bounds = store.buckets or protocol.DEFAULT_BUCKETS
-        totals = store.totals()
-        found: dict[str, Window] = {}
-        for name, seconds in WINDOWS.items():
-            covered, before, now = store.window(seconds)
-            found[name] = self._window(covered, bounds, totals, now, before, seconds)
+        starts = {name: store.window_start(seconds) for name, seconds in WINDOWS.items()}
         uptime = store.clock() - store.started
-        found[ALL] = self._window(uptime, bounds, totals, totals, {}, None)
+        now = yield from store.observed_slices()
+        totals = yield from store.totals_slices()
+        found: dict[str, Window] = {}
+        for name, (covered, before) in starts.items():
+            found[name] = yield from self._window(covered, bounds, totals, now, before,
+                                                  WINDOWS[name])
+        found[ALL] = yield from self._window(uptime, bounds, totals, totals, {}, None)
         windows = cast(Windows, found)  # every name of WINDOWS, and ALL
-        errors_by_rpc = {
-            f"{k[0]}/{k[1]}": {c: n for c, n in sorted(t.codes.items()) if c != "OK"}
-            for k, t in sorted(totals.items()) if t.handled - t.codes.get("OK", 0)
-        }
+        errors_by_rpc: dict[str, dict[str, int]] = {}
         by_type: dict[str, int] = {}
-        for t in totals.values():
+        deadline = Deadline()
+        for i, (k, t) in enumerate(sorted(totals.items())):
+            if not i % 64 and deadline.passed():
+                yield
+                deadline.reset()
+            if t.handled - t.codes.get("OK", 0):
+                errors_by_rpc[f"{k[0]}/{k[1]}"] = {c: n for c, n in sorted(t.codes.items())
+                                                   if c != "OK"}
             for name, n in t.exceptions.items():
                 by_type[name] = by_type.get(name, 0) + n
         return {
@@ -523,17 +535,22 @@ class Exposition:
 
     @staticmethod
     def _window(covered: float, bounds: tuple[float, ...], totals: dict[Key, Totals],
-                now: dict[Key, Totals], before: dict[Key, Totals], seconds: float | None
-                ) -> Window:
+                now: dict[Key, Totals], before: Mapping[Key, Totals | Packed],
+                seconds: float | None) -> Slices[Window]:
         rpcs: list[RpcFigures] = []
         deltas = []
-        for key in sorted(now):
-            d = delta(now[key], before.get(key))
+        deadline = Deadline()
+        for i, key in enumerate(sorted(now)):
+            if not i % 16 and deadline.passed():
+                yield
+                deadline.reset()
+            start = before.get(key)
+            d = delta(now[key], start if not isinstance(start, tuple) else Totals.unpack(start))
             deltas.append(d)
             row = summarise(d, bounds, covered, totals[key].max if key in totals else 0.0)
             rpcs.append({"service": key[0], "method": key[1], "type": cast(RpcType, key[2]),
                          **row})
-        summed = add_all(deltas)
+        summed = yield from add_all_slices(deltas)
         largest = max((t.max for t in totals.values()), default=0.0)
         return {
             "seconds": seconds,
@@ -548,15 +565,21 @@ class Exposition:
         Each point holds the figures of the interval that ends at its time, summed over RPCs,
         or for one RPC when ``rpc`` is ``Service/Method``.
         """
+        return drive(self.history_slices(rpc))
+
+    def history_slices(self, rpc: str | None = None) -> Slices[History]:
+        """:meth:`history` in slices (:mod:`sidecar.slices`): the history as it is at the
+        call, then now's totals."""
         store = self.store
         bounds = store.buckets or protocol.DEFAULT_BUCKETS
-        ring = list(store.ring)  # points packed by Totals.pack; now's packed alike
-        ring.append((store.clock(), time.time(),
-                     {key: t.pack() for key, t in store.observed().items()}))
+        ring: list[tuple[float, float, Mapping[Key, Totals | Packed]]] = list(store.ring)
+        clock, wall_now = store.clock(), time.time()
+        ring.append((clock, wall_now, (yield from store.observed_slices())))
 
-        def pick(points: dict[Key, Packed]) -> Totals:
-            return add_all(Totals.unpack(p) for key, p in points.items()
-                           if rpc is None or f"{key[0]}/{key[1]}" == rpc)
+        def pick(points: Mapping[Key, Totals | Packed]) -> Slices[Totals]:
+            return add_all_slices(p if isinstance(p, Totals) else Totals.unpack(p)
+                                  for key, p in points.items()
+                                  if rpc is None or f"{key[0]}/{key[1]}" == rpc)
 
         # Ring points never change: the point between two of them is kept, so a refresh
         # computes only the newest interval (the ring's last point to now).
@@ -564,9 +587,9 @@ class Exposition:
         kept = len(ring) - 1  # ring[kept] is "now", never kept
         sums: dict[int, Totals] = {}
 
-        def total(i: int) -> Totals:
+        def total(i: int) -> Slices[Totals]:
             if i not in sums:
-                sums[i] = pick(ring[i][2])
+                sums[i] = yield from pick(ring[i][2])
             return sums[i]
 
         points: list[Point] = []
@@ -575,7 +598,8 @@ class Exposition:
             key = (t0, t1, rpc)
             point = cache.get(key) if i < kept else None
             if point is None:
-                previous, current = total(i - 1), total(i)
+                previous = yield from total(i - 1)
+                current = yield from total(i)
                 d = current - previous if previous.hist or previous.codes else current
                 s = summarise(d, bounds, t1 - t0, current.max)  # capped as the snapshot's are
                 point = {

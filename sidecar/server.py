@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sidecar import __version__, collector, forked, options, protocol, slices
+from sidecar import __version__, collector, options, protocol, slices
 from sidecar.documents import Health
 from sidecar.exposition import BLOCK_BYTES, Exposition
 from sidecar.logs import setup_logging
@@ -296,6 +296,11 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     async with app[STATE]["render_lock"]:  # one render at a time; the next reuses its bytes
         # Between slices, the loop answers probes and pushes.
         blocks, content_type = await slices.run(app[EXPOSITION].metrics_slices(accept))
+    return await _send(request, blocks, content_type)
+
+
+async def _send(request: web.Request, blocks: list[bytes], content_type: str
+                ) -> web.StreamResponse:
     size = sum(map(len, blocks))
     if size <= BLOCK_BYTES:  # headers and body in one send: the client is woken once, not thrice
         return web.Response(body=blocks[0] if len(blocks) == 1 else b"".join(blocks),
@@ -313,17 +318,32 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     return response
 
 
-async def _off_loop(app: web.Application, make: Callable[[Exposition], Any]) -> web.Response:
-    """A JSON document built by a forked child (:mod:`sidecar.forked`), from the store as it
-    is at the fork."""
-    async with app[STATE]["json_lock"]:  # one child at a time
-        try:
-            data = await forked.run(
-                lambda: "".join(_json_pieces(make(Exposition(app[STORE])))).encode())
-        except forked.ChildFailed as err:
-            log.error("building a JSON document failed: %s", err)
-            raise web.HTTPInternalServerError(reason="building the JSON document failed") from err
-    return web.Response(body=data, content_type="application/json")
+async def _json_document(request: web.Request, document: slices.Slices[Any]
+                         ) -> web.StreamResponse:
+    """A JSON document made in slices on the loop (:mod:`sidecar.slices`), its text too."""
+    async with request.app[STATE]["json_lock"]:  # one at a time: a second waits, not doubles
+        blocks = await slices.run(_json_blocks(document))
+    return await _send(request, blocks, "application/json")
+
+
+def _json_blocks(document: slices.Slices[Any]) -> slices.Slices[list[bytes]]:
+    value = yield from document
+    blocks: list[bytes] = []
+    pieces: list[str] = []
+    size = 0
+    deadline = slices.Deadline()
+    for i, piece in enumerate(_json_pieces(value)):
+        pieces.append(piece)
+        size += len(piece)
+        if size >= BLOCK_BYTES:
+            blocks.append("".join(pieces).encode())
+            pieces, size = [], 0
+        if not i % 64 and deadline.passed():
+            yield
+            deadline.reset()
+    if pieces or not blocks:
+        blocks.append("".join(pieces).encode())
+    return blocks
 
 
 def _health_doc(app: web.Application) -> Health:
@@ -352,11 +372,8 @@ def _loop_stopped(app: web.Application) -> str | None:
 
 
 def _json_pieces(value: Any) -> Iterator[str]:
-    """Compact JSON text of ``value`` in pieces: large lists and objects member by member.
-
-    ``json.dumps`` holds the GIL for the whole document (tens of milliseconds for thousands
-    of series), and the loop would wait for it; between pieces the GIL changes hands.
-    """
+    """Compact JSON text of ``value`` in pieces: large lists and objects member by member, so
+    that the text of thousands of series is written in slices."""
     if isinstance(value, list) and len(value) > 8:
         yield "["
         for i, item in enumerate(value):
@@ -375,17 +392,16 @@ def _json_pieces(value: Any) -> Iterator[str]:
         yield json.dumps(value, separators=(",", ":"))
 
 
-async def snapshot(request: web.Request) -> web.Response:
+async def snapshot(request: web.Request) -> web.StreamResponse:
     app = request.app
-    health = _health_doc(app)
-    return await _off_loop(app, lambda exposition: exposition.snapshot(health))
+    return await _json_document(request, app[EXPOSITION].snapshot_slices(_health_doc(app)))
 
 
-async def history(request: web.Request) -> web.Response:
+async def history(request: web.Request) -> web.StreamResponse:
     rpc = request.query.get("rpc")
     if rpc is not None:
         check_rpc(rpc)
-    return await _off_loop(request.app, lambda exposition: exposition.history(rpc))
+    return await _json_document(request, request.app[EXPOSITION].history_slices(rpc))
 
 
 async def openapi(request: web.Request) -> web.Response:

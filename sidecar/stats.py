@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any
 from sidecar import collector
 from sidecar import fine as fine_histogram
 from sidecar.fine import to_json as fine_json
+from sidecar.slices import Deadline, Slices, drive
 
 if TYPE_CHECKING:
     from sidecar.documents import Figures
 
-__all__ = ["Totals", "add_all", "complete_fine", "delta", "histogram_quantile", "summarise"]
+__all__ = ["Totals", "add_all", "add_all_slices", "complete_fine", "delta", "histogram_quantile",
+           "summarise"]
 
 
 # Not frozen, as protocol.Row: a frozen dataclass sets each field through object.__setattr__,
@@ -135,12 +137,24 @@ def _combine(a: Totals, b: Totals, sign: int) -> Totals:
 
 def add_all(items: Iterable[Totals]) -> Totals:
     """The sum of many totals; the fine counts added in one pass (not pair by pair)."""
-    items = list(items)
+    return drive(add_all_slices(items))
+
+
+def add_all_slices(items: Iterable[Totals]) -> Slices[Totals]:
+    """:func:`add_all` in slices (:mod:`sidecar.slices`), taking the items as it goes."""
     out = Totals()
-    for t in items:
-        out = out + replace(t, fine=None)
-    if any(t.fine is not None for t in items):
-        out = replace(out, fine=fine_histogram.total(t.fine for t in items if t.fine is not None))
+    fines = []
+    deadline = Deadline()
+    for i, t in enumerate(items):
+        if not i % 32 and deadline.passed():
+            yield
+            deadline.reset()
+        if t.fine is not None:
+            fines.append(t.fine)
+            t = replace(t, fine=None)
+        out = out + t
+    if fines:
+        out = replace(out, fine=fine_histogram.total(fines))
     return out
 
 

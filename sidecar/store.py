@@ -612,8 +612,9 @@ class Store:
         self._observed_cache = (generation, out)
         return out
 
-    def window(self, seconds: float) -> tuple[float, dict[Key, Totals], dict[Key, Totals]]:
-        """(covered seconds, totals at the window's start, totals now) for the last ``seconds``."""
+    def window_start(self, seconds: float) -> tuple[float, dict[Key, Packed]]:
+        """(covered seconds, the history point it starts from) for the last ``seconds``: the
+        totals observed at its start, packed (:meth:`Totals.pack`)."""
         now = self.clock()
         start = self.ring[0]
         for point in self.ring:
@@ -621,7 +622,7 @@ class Store:
                 start = point
             else:
                 break
-        return now - start[0], {k: Totals.unpack(p) for k, p in start[2].items()}, self.observed()
+        return now - start[0], start[2]
 
     def reporter_counts(self) -> tuple[int, int, int]:
         """Reporters' own (dropped, send_errors, overflow), summed, retired ones included."""

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from sidecar import collector, forked
+from sidecar import collector
 
 
 async def test_full_collections_run_only_when_the_tick_asks_and_in_a_step_of_their_own(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Taken over, allocations that would have started full collections start none; the tick's
-    full_if_due() runs one once as many young collections have run, after the loop has turned,
-    and not while a forked child works; giving back (by every taker) restores the interpreter's
+    full_if_due() runs one once as many young collections have run, after the loop has turned;
+    giving back (by every taker) restores the interpreter's
     own thresholds."""
     thresholds = gc.get_threshold()
     full: list[str] = []
@@ -32,10 +32,6 @@ async def test_full_collections_run_only_when_the_tick_asks_and_in_a_step_of_the
     try:
         kept = [[i] for i in range(50 * thresholds[0] * thresholds[1])]  # survivors, in bulk
         assert gc.get_count()[2] >= thresholds[2] and full == []
-        monkeypatch.setattr(forked, "_alive", 1)
-        await collector.full_if_due()  # a child shares every page: not now
-        assert full == []
-        monkeypatch.setattr(forked, "_alive", 0)
         await collector.full_if_due()  # nothing else is waiting: collected all the same
         assert full == ["after 0 turns"]
 

@@ -312,6 +312,84 @@ async def test_a_datagram_applied_in_slices_takes_turns_with_the_other_sliced_wo
         receiver.close()
 
 
+
+async def test_the_json_documents_are_made_in_slices_and_a_probe_is_answered_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """/api/v1/snapshot and /api/v1/history for 500 methods, made and written in slices on the
+    event loop: a /livez asked after them is answered before they are done, the loop turns
+    hundreds of times meanwhile, and each is the document made at once."""
+    import aiohttp
+    from aiohttp import web
+
+    from sidecar import slices
+    from sidecar.exposition import Exposition
+    from sidecar.server import STATE, Settings, create_app
+    from sidecar.store import RING_STEP, Store
+
+    now = [1000.0]
+    store = Store(clock=lambda: now[0], wall=lambda: 1_700_000_000.0 + now[0])
+    rows = [{"service": "s.v1.S", "method": f"M{i:03d}", "type": "unary", "started": i + 2,
+             "codes": {"OK": i, "Internal": 2}, "hist": [i, 2] + [0] * (
+                 len(protocol.DEFAULT_BUCKETS) - 1), "sum": 0.01 * i, "max": 0.02,
+             "exceptions": {"ValueError": 1}} for i in range(500)]
+    for seq in range(1, 7):  # six history points
+        rows = [{**row, "started": row["started"] + 1, "codes": {
+            "OK": row["codes"]["OK"] + 1, "Internal": 2},
+            "hist": [row["hist"][0] + 1, *row["hist"][1:]]} for row in rows]
+        for part in protocol.encode(
+                source={"id": "a", "pid": 1, "started": 1.0, "service": "s.v1.S",
+                        "version": "1"}, seq=seq, time=1.0, buckets=protocol.DEFAULT_BUCKETS,
+                rows=rows, health="healthy", checks={}, reporter={}):
+            assert store.ingest(part) is None
+        now[0] += RING_STEP
+        store.tick()
+    app = create_app(Settings(socket=str(tmp_path / "metrics.sock"), host="127.0.0.1",
+                              port=0), store)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    turns = 0
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    monkeypatch.setattr(slices, "SLICE_SECONDS", 0.0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def get(path: str) -> Any:
+                async with http.get(url + path) as response:
+                    assert response.status == 200
+                    return await response.json()
+
+            expected = Exposition(store)
+            for path, made in (("/api/v1/snapshot", lambda: expected.snapshot({})),
+                               ("/api/v1/history", lambda: expected.history(None))):
+                document = asyncio.ensure_future(get(path))
+                while not app[STATE]["json_lock"].locked():
+                    await asyncio.sleep(0)
+                before = turns
+                assert (await get("/livez"))["alive"] is True
+                assert not document.done()
+                got = await document
+                assert turns - before >= 100
+                want = made()
+                if path == "/api/v1/snapshot":
+                    assert len(got["windows"]["all"]["rpcs"]) == 500
+                    assert got["windows"] == want["windows"] and got["errors"] == want["errors"]
+                else:  # now's point is stamped with the time of day it was made
+                    assert len(got["points"]) == 7 and got["points"][:-1] == want["points"][:-1]
+                    assert {**got["points"][-1], "time": 0} == {**want["points"][-1], "time": 0}
+    finally:
+        counter.cancel()
+        await runner.cleanup()
+
+
 def slices_of(count: int) -> Any:
     for _ in range(count):
         yield
