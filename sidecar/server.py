@@ -180,7 +180,7 @@ class Receiver:
         else the rest takes turns with the other sliced work on the loop (one slice in all
         per turn, :func:`sidecar.slices.later`) and the next datagram is read after it."""
         try:
-            next(work)
+            slices.step(work)
         except StopIteration:
             return True
         except Exception:  # a bug must not stop the receiver; the datagram is counted lost
@@ -338,7 +338,7 @@ def _json_blocks(document: slices.Slices[Any]) -> slices.Slices[list[bytes]]:
         if size >= BLOCK_BYTES:
             blocks.append("".join(pieces).encode())
             pieces, size = [], 0
-        if not i % 64 and deadline.passed():
+        if not i % 16 and deadline.passed():
             yield
             deadline.reset()
     if pieces or not blocks:
@@ -372,24 +372,34 @@ def _loop_stopped(app: web.Application) -> str | None:
 
 
 def _json_pieces(value: Any) -> Iterator[str]:
-    """Compact JSON text of ``value`` in pieces: large lists and objects member by member, so
-    that the text of thousands of series is written in slices."""
-    if isinstance(value, list) and len(value) > 8:
+    """Compact JSON text of ``value`` in pieces: a list or object with more than JSON_MEMBERS
+    members, or holding one, member by member (the rest whole), so that the text of thousands
+    of series is written in slices."""
+    if isinstance(value, list) and _large(value):
         yield "["
         for i, item in enumerate(value):
             if i:
                 yield ","
             yield from _json_pieces(item)
         yield "]"
-    elif isinstance(value, dict) and (len(value) > 8 or any(
-            isinstance(v, list | dict) and len(v) > 8 for v in value.values())):
+    elif isinstance(value, dict) and _large(value):
         yield "{"
         for i, (key, item) in enumerate(value.items()):
-            yield f'{"," if i else ""}{json.dumps(key)}:'
+            yield f'{"," if i else ""}{_json(key)}:'
             yield from _json_pieces(item)
         yield "}"
     else:
-        yield json.dumps(value, separators=(",", ":"))
+        yield _json(value)
+
+
+JSON_MEMBERS = 64
+_json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per piece
+
+
+def _large(value: list[Any] | dict[str, Any]) -> bool:
+    members = value.values() if isinstance(value, dict) else value
+    return len(value) > JSON_MEMBERS or any(isinstance(m, list | dict) and _large(m)
+                                            for m in members)
 
 
 async def snapshot(request: web.Request) -> web.StreamResponse:

@@ -17,24 +17,43 @@ from typing import Any, TypeVar
 
 from sidecar import collector
 
-__all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "later", "run"]
+__all__ = ["SLICE_SECONDS", "Deadline", "Slices", "drive", "later", "run", "step"]
 
 SLICE_SECONDS = 0.001  # a sliced computation yields to the event loop at least this often
 T = TypeVar("T")
 Slices = Generator[None, None, T]
 
 
+_slice_ends: float | None = None  # when the slice at work ends, in a slice begun by step()
+
+
 class Deadline:
-    """When the slice at work is over: ``passed()`` after SLICE_SECONDS since ``reset()``."""
+    """When the slice at work is over: ``passed()`` once SLICE_SECONDS have passed since the
+    slice began (:func:`step`), so that computations nested in one another share their slice;
+    outside :func:`step`, SLICE_SECONDS after it was made or ``reset()``."""
 
     def __init__(self) -> None:
-        self.at = time.perf_counter() + SLICE_SECONDS
+        self.reset()
 
     def passed(self) -> bool:
         return time.perf_counter() > self.at
 
     def reset(self) -> None:
-        self.at = time.perf_counter() + SLICE_SECONDS
+        """Call after each ``yield``: the slice at work is a new one."""
+        self.at = _slice_ends if _slice_ends is not None else time.perf_counter() + SLICE_SECONDS
+
+
+def step(slices: Slices[Any]) -> None:
+    """Run one slice of a sliced computation (``next``, raising StopIteration at its end): its
+    deadlines, and those of the computations it starts, all end SLICE_SECONDS from now."""
+    global _slice_ends
+    outer = _slice_ends
+    ends = time.perf_counter() + SLICE_SECONDS
+    _slice_ends = ends if outer is None else min(ends, outer)
+    try:
+        next(slices)
+    finally:
+        _slice_ends = outer
 
 
 def drive(slices: Slices[T]) -> T:
@@ -56,7 +75,7 @@ async def run(slices: Slices[T]) -> T:
     collector are collected (:func:`sidecar.collector.young`).
     """
     try:
-        next(slices)
+        step(slices)
     except StopIteration as done:
         return done.value  # type: ignore[no-any-return]
     collector.young()
@@ -100,7 +119,7 @@ class _Turns:
                     slices.close()
                     continue
                 try:
-                    next(slices)
+                    step(slices)
                 except StopIteration as done:
                     future.set_result(done.value)
                 except Exception as err:  # the caller's to handle

@@ -393,3 +393,17 @@ async def test_the_json_documents_are_made_in_slices_and_a_probe_is_answered_mea
 def slices_of(count: int) -> Any:
     for _ in range(count):
         yield
+
+
+@pytest.mark.parametrize("value", [
+    {"windows": {"1m": {"rpcs": [{"method": f"M{i}", "fine": list(range(i))}
+                                 for i in range(100)]}}, "errors": {"by_rpc": {}}},
+    [list(range(70)), {"a": "\u2028\"\\", "b": None, "c": 1.5e300}], [], {}, {"k": {}}, "text",
+    {f"k{i}": [i] * 3 for i in range(200)},
+])
+def test_json_pieces_join_into_the_compact_json_text_and_split_large_values(value: Any) -> None:
+    from sidecar.server import JSON_MEMBERS, _json_pieces
+
+    pieces = list(_json_pieces(value))
+    assert "".join(pieces) == json.dumps(value, separators=(",", ":"))
+    assert max(map(len, pieces)) < 40 * JSON_MEMBERS * 4  # nothing large written whole

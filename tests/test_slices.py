@@ -77,3 +77,29 @@ async def test_computations_under_way_take_turns_one_slice_in_all_per_turn_of_th
     per_turn = [after - before for before, after in itertools.pairwise(seen)]
     assert sum(1 for n in per_turn if n > 1) <= 1  # the first slices, started together
     assert order[3:9] == ["a", "b", "c"] * 2  # then in turn
+
+
+def test_computations_nested_in_one_another_share_the_slice_they_run_in() -> None:
+    """A sliced computation started inside another's slice (sums inside a render, a document's
+    text after the document) ends that slice with it, instead of starting a whole one of its
+    own: every deadline made or reset during a step() ends where the step's slice ends."""
+    ends: list[float] = []
+
+    def inner() -> Generator[None, None, None]:
+        ends.append(slices.Deadline().at)
+        yield
+
+    def outer() -> Generator[None, None, None]:
+        deadline = slices.Deadline()
+        ends.append(deadline.at)
+        yield from inner()  # begun later in the same slice
+        deadline.reset()  # a new slice
+        ends.append(deadline.at)
+
+    work = outer()
+    slices.step(work)
+    assert ends[0] == ends[1]
+    with pytest.raises(StopIteration):
+        slices.step(work)
+    assert ends[2] > ends[1]
+    assert slices._slice_ends is None  # outside a step, each deadline is its own
