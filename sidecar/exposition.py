@@ -458,7 +458,7 @@ class Exposition:
     # -- JSON ---------------------------------------------------------------------------------
 
     def health(self, ready: bool, reason: str) -> Health:
-        """The /health document."""
+        """The /health document (made for its caller alone, as the snapshot that holds it)."""
         store = self.store
         status, why = store.status()
         now = store.clock()
@@ -484,7 +484,7 @@ class Exposition:
                 {
                     "id": s.id, "pid": s.pid, "service": s.service, "version": s.version,
                     "started": s.started, "seq": s.seq, "status": cast(ReportedState, s.health),
-                    "checks": s.checks, "fresh": store.is_fresh(s),
+                    "checks": dict(s.checks), "fresh": store.is_fresh(s),
                     "last_push_age_seconds": round(now - s.last_push, 3),
                     "dropped": s.dropped, "send_errors": s.send_errors,
                 }
@@ -498,7 +498,8 @@ class Exposition:
 
     def snapshot_slices(self, health: Health) -> Slices[Snapshot]:
         """:meth:`snapshot` in slices (:mod:`sidecar.slices`): each window from its start in
-        the history as it is at the call to the totals summed right after."""
+        the history as it is at the call to the totals summed right after. The document is made
+        for its caller alone: nothing in it is held by anything else."""
         store = self.store
         bounds = store.buckets or protocol.DEFAULT_BUCKETS
         starts = {name: store.window_start(seconds) for name, seconds in WINDOWS.items()}

@@ -318,21 +318,23 @@ async def _send(request: web.Request, blocks: list[bytes], content_type: str
     return response
 
 
-async def _json_document(request: web.Request, document: slices.Slices[Any]
+async def _json_document(request: web.Request, document: slices.Slices[Any], own: bool = False
                          ) -> web.StreamResponse:
-    """A JSON document made in slices on the loop (:mod:`sidecar.slices`), its text too."""
+    """A JSON document made in slices on the loop (:mod:`sidecar.slices`), its text too. A
+    document made for this answer alone (``own``) is let go of as its text is written: freeing
+    thousands of rows at once, at its end, would be a long step."""
     async with request.app[STATE]["json_lock"]:  # one at a time: a second waits, not doubles
-        blocks = await slices.run(_json_blocks(document))
+        blocks = await slices.run(_json_blocks(document, own))
     return await _send(request, blocks, "application/json")
 
 
-def _json_blocks(document: slices.Slices[Any]) -> slices.Slices[list[bytes]]:
+def _json_blocks(document: slices.Slices[Any], own: bool) -> slices.Slices[list[bytes]]:
     value = yield from document
     blocks: list[bytes] = []
     pieces: list[str] = []
     size = 0
     deadline = slices.Deadline()
-    for i, piece in enumerate(_json_pieces(value)):
+    for i, piece in enumerate(_json_pieces(value, own)):
         pieces.append(piece)
         size += len(piece)
         if size >= BLOCK_BYTES:
@@ -371,22 +373,26 @@ def _loop_stopped(app: web.Application) -> str | None:
     return "the sidecar's background loop has stopped" if task is None or task.done() else None
 
 
-def _json_pieces(value: Any) -> Iterator[str]:
+def _json_pieces(value: Any, own: bool = False) -> Iterator[str]:
     """Compact JSON text of ``value`` in pieces: a list or object with more than JSON_MEMBERS
     members, or holding one, member by member (the rest whole), so that the text of thousands
-    of series is written in slices."""
+    of series is written in slices. When ``value`` is ``own`` (nothing else holds any part of
+    it), its members are let go of as they are written."""
     if isinstance(value, list) and _large(value):
         yield "["
         for i, item in enumerate(value):
+            if own:
+                value[i] = None
             if i:
                 yield ","
-            yield from _json_pieces(item)
+            yield from _json_pieces(item, own)
         yield "]"
     elif isinstance(value, dict) and _large(value):
         yield "{"
-        for i, (key, item) in enumerate(value.items()):
+        for i, key in enumerate(list(value)):
+            item = value.pop(key) if own else value[key]
             yield f'{"," if i else ""}{_json(key)}:'
-            yield from _json_pieces(item)
+            yield from _json_pieces(item, own)
         yield "}"
     else:
         yield _json(value)
@@ -404,7 +410,8 @@ def _large(value: list[Any] | dict[str, Any]) -> bool:
 
 async def snapshot(request: web.Request) -> web.StreamResponse:
     app = request.app
-    return await _json_document(request, app[EXPOSITION].snapshot_slices(_health_doc(app)))
+    return await _json_document(request, app[EXPOSITION].snapshot_slices(_health_doc(app)),
+                                own=True)  # made for this answer alone (its rows, its health)
 
 
 async def history(request: web.Request) -> web.StreamResponse:
@@ -442,7 +449,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
                 # Before a full collection: less for it to go through.
                 await slices.later(app[EXPOSITION].forget_replaced(
                     await slices.later(store.totals_slices())))
-                await collector.full_if_due()
+                if not state["json_lock"].locked():  # a document's rows would be gone through
+                    await collector.full_if_due()
                 state_file.start_if_due()
                 await receiver.check()
                 if settings.grpc_health_target:

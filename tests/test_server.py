@@ -402,8 +402,14 @@ def slices_of(count: int) -> Any:
     {f"k{i}": [i] * 3 for i in range(200)},
 ])
 def test_json_pieces_join_into_the_compact_json_text_and_split_large_values(value: Any) -> None:
+    """Pieced together, the compact JSON text; large values in many pieces; a value that is
+    its writer's own is emptied as it is written, any other left as it was."""
     from sidecar.server import JSON_MEMBERS, _json_pieces
 
+    text = json.dumps(value, separators=(",", ":"))
     pieces = list(_json_pieces(value))
-    assert "".join(pieces) == json.dumps(value, separators=(",", ":"))
+    assert "".join(pieces) == text and json.dumps(value, separators=(",", ":")) == text
     assert max(map(len, pieces)) < 40 * JSON_MEMBERS * 4  # nothing large written whole
+    own = json.loads(text)  # a document nothing else holds: let go of as it is written
+    assert "".join(_json_pieces(own, own=True)) == text
+    assert len(json.dumps(own)) < 40 * JSON_MEMBERS * 4
