@@ -275,13 +275,12 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
         f"{_median_ms(go8[name]['seconds']):.2f} ms, server CPU "
         f"{_median_ms(go8[name]['cpu']):.2f})" for name, _ in FORMATS)
     eight_hundred = spread([v * 1000 for v in renders[800]["text"]["new"]]).median
-    # The verdicts take the worst of the /metrics rows (with and without history); the rows
-    # with JSON snapshots (made in slices on the loop too) are shown beside.
-    scrapes = [load for load in loads if not load["json_every"]]
-    probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in scrapes)
-    stall = max(max(load["cpu"]) for load in scrapes) * 1000
-    wall = max(max(load["lags"]) for load in scrapes) * 1000
-    json_stall = max(max(load["cpu"]) for load in loads) * 1000
+    # The verdicts take the worst of all rows: /metrics alone and with JSON snapshots (made in
+    # slices on the loop too), with and without history.
+    probes99 = max(percentile([x * 1000 for x in load["probes"]], 99) for load in loads)
+    stall = max(max(load["cpu"]) for load in loads) * 1000
+    wall = max(max(load["lags"]) for load in loads) * 1000
+    metrics_stall = max(max(load["cpu"]) for load in loads if not load["json_every"]) * 1000
     section = Section(
         key="render",
         title="10. /metrics rendering: the writer, prometheus-client and Go",
@@ -318,10 +317,10 @@ def _section(renders: dict[int, Any], go: dict[str, Any], over_http: dict[int, A
          f"{eight_hundred:.1f} ms text; ×{ratios['text']:.2f} / ×{ratios['OpenMetrics']:.2f} "
          f"Go's time (text / OpenMetrics)",
          eight_hundred <= 25 and max(ratios.values()) <= 2),
-        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU, worst /metrics "
-         "row)", f"{stall:.1f} ms longest step; wall {wall:.0f} ms (with JSON snapshots: "
-                 f"{json_stall:.1f} ms)", stall <= 10),
-        ("/livez p99 <= 20 ms during continuous scraping (worst /metrics row)",
+        ("loop stall <= 10 ms while scraping 2 000 series (loop's own CPU, worst row)",
+         f"{stall:.1f} ms longest step; wall {wall:.0f} ms (/metrics alone: "
+         f"{metrics_stall:.1f} ms)", stall <= 10),
+        ("/livez p99 <= 20 ms during continuous scraping (worst row)",
          f"{probes99:.1f} ms", probes99 <= 20),
         ("idle RSS <= 40 MiB", f"{idle.text(2)} MiB", idle.median <= 40),
     ]
