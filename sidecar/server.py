@@ -398,7 +398,7 @@ def _json_pieces(value: Any, own: bool = False) -> Iterator[str]:
         yield _json(value)
 
 
-JSON_MEMBERS = 64
+JSON_MEMBERS = 64  # a value with more members than this is written member by member
 _json = json.JSONEncoder(separators=(",", ":")).encode  # one encoder, not one per piece
 
 
